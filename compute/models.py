@@ -1,0 +1,153 @@
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+
+from inventory.models import OlvmModel, name_validator
+
+from .choices import ConsoleType, HaPriority, OsType, PlacementPolicy, ResumeBehavior, SnapshotStatus, VmStatus
+
+BLANK_TEMPLATE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+class InstanceType(OlvmModel):
+    name = models.CharField(max_length=40, unique=True, validators=[name_validator])
+    description = models.CharField(max_length=255, blank=True)
+    memory_mib = models.PositiveIntegerField(validators=[MinValueValidator(128)])
+    vcpus = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(512)])
+
+    class Meta:
+        ordering = ["memory_mib", "name"]
+        verbose_name = "instance type"
+
+
+class VmShape(models.Model):
+    """What a VM and a template share: hardware and OS."""
+
+    description = models.CharField(max_length=255, blank=True)
+    os_type = models.CharField(max_length=32, choices=OsType.choices, default=OsType.OTHER)
+    vcpus = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(512)])
+    memory_mib = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128)])
+    console_type = models.CharField(max_length=16, choices=ConsoleType.choices, default=ConsoleType.VNC)
+
+    class Meta:
+        abstract = True
+
+
+class Template(OlvmModel, VmShape):
+    """A template version; the base template is version 1 and names the chain."""
+
+    name = models.CharField(max_length=64, validators=[name_validator])
+    cluster = models.ForeignKey(
+        "inventory.Cluster", null=True, blank=True, on_delete=models.PROTECT, related_name="templates"
+    )
+    base_template = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="versions",
+        help_text="The version-1 template this one is a version of; empty for a base template.",
+    )
+    version_number = models.PositiveIntegerField(default=1)
+    version_name = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["name", "version_number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(base_template__isnull=True), name="base_template_name_unique"
+            ),
+            models.UniqueConstraint(fields=["base_template", "version_number"], name="template_version_unique"),
+        ]
+
+    @property
+    def is_blank(self) -> bool:
+        return str(self.pk) == BLANK_TEMPLATE_ID
+
+    def __str__(self) -> str:
+        return self.name if self.version_number == 1 else f"{self.name} (v{self.version_number})"
+
+    def clean(self) -> None:
+        if self.base_template_id is None and self.version_number != 1:
+            raise ValidationError({"version_number": "A base template is version 1."})
+        if self.base_template_id and self.base_template.base_template_id:
+            raise ValidationError({"base_template": "Versions hang from the base template, not from a version."})
+
+    def get_absolute_url(self) -> str:
+        return reverse("portals:template-detail", args=[self.pk])
+
+
+class VirtualMachine(OlvmModel, VmShape):
+    name = models.CharField(max_length=64, validators=[name_validator])
+    comment = models.CharField(max_length=255, blank=True)
+    cluster = models.ForeignKey("inventory.Cluster", on_delete=models.PROTECT, related_name="vms")
+    # Denormalised from cluster so the database itself keeps names unique per data center.
+    data_center = models.ForeignKey(
+        "inventory.DataCenter", on_delete=models.PROTECT, related_name="vms", editable=False
+    )
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="vms")
+    instance_type = models.ForeignKey(
+        InstanceType, null=True, blank=True, on_delete=models.SET_NULL, related_name="vms"
+    )
+    guaranteed_memory_mib = models.PositiveIntegerField(default=1024)
+    ha_enabled = models.BooleanField("highly available", default=False)
+    ha_priority = models.PositiveSmallIntegerField(choices=HaPriority.choices, default=HaPriority.LOW)
+    resume_behavior = models.CharField(
+        max_length=16, choices=ResumeBehavior.choices, default=ResumeBehavior.AUTO_RESUME
+    )
+    placement_policy = models.CharField(
+        max_length=16, choices=PlacementPolicy.choices, default=PlacementPolicy.MIGRATABLE
+    )
+    pinned_hosts = models.ManyToManyField("inventory.Host", blank=True, related_name="pinned_vms")
+    status = models.CharField(max_length=24, choices=VmStatus.choices, default=VmStatus.DOWN, db_index=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    run_on_host = models.ForeignKey(
+        "inventory.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="running_vms"
+    )
+    external = models.BooleanField(default=False, help_text="Found running on a host, not started by the engine.")
+    next_run_config = models.JSONField(
+        default=dict, blank=True, help_text="Changes saved on a running VM that apply at its next start."
+    )
+    guest_hostname = models.CharField(max_length=255, blank=True)
+    guest_os = models.CharField(max_length=255, blank=True)
+    guest_kernel = models.CharField(max_length=255, blank=True)
+    guest_ips = models.JSONField(default=list, blank=True)
+    guest_timezone = models.CharField(max_length=64, blank=True)
+    guest_users = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "virtual machine"
+        constraints = [models.UniqueConstraint(fields=["data_center", "name"], name="vm_name_unique_per_dc")]
+        indexes = [models.Index(fields=["cluster", "status"], name="vm_cluster_status")]
+
+    def clean(self) -> None:
+        errors = {}
+        if self.guaranteed_memory_mib is not None and self.memory_mib is not None:
+            if self.guaranteed_memory_mib > self.memory_mib:
+                errors["guaranteed_memory_mib"] = "Guaranteed memory cannot exceed the VM's memory."
+        if self.cluster_id:
+            cluster = self.cluster
+            if self.vcpus and self.vcpus > cluster.max_vm_vcpus:
+                errors["vcpus"] = f"At most {cluster.max_vm_vcpus} vCPUs per VM in cluster {cluster.name}."
+            if self.memory_mib and self.memory_mib > cluster.max_vm_memory_mib:
+                errors["memory_mib"] = f"At most {cluster.max_vm_memory_mib} MiB per VM in cluster {cluster.name}."
+        if errors:
+            raise ValidationError(errors)
+
+    def get_absolute_url(self) -> str:
+        return reverse("portals:vm-detail", args=[self.pk])
+
+
+class Snapshot(OlvmModel):
+    vm = models.ForeignKey(VirtualMachine, on_delete=models.CASCADE, related_name="snapshots")
+    description = models.CharField(max_length=255)
+    with_memory = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.OK)
+
+    class Meta:
+        ordering = ["vm", "created_at"]
+
+    def __str__(self) -> str:
+        return self.description

@@ -1,0 +1,54 @@
+"""Fixtures shared by every test (pytest-django); apps add their own in tests/conftest.py.
+
+Tests use the services named by the environment, unchanged: DATABASE_URL (pytest-django
+creates and drops test_<name>) and REDIS_URL, db index included, so a run can be kept
+away from the Redis db of a running `make run` by choosing another index.
+"""
+
+import os
+
+import pytest
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def pytest_configure(config):
+    # Under pytest-xdist every worker is its own process on the same Redis db: give each
+    # one its own Channels key prefix so their groups and channels never mix.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        from django.conf import settings
+
+        settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})["prefix"] = f"asgi-test-{worker}"
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    """A staff superuser named admin, password ADMIN_PASSWORD."""
+    user, _ = django_user_model.objects.get_or_create(
+        username="admin", defaults={"email": "admin@example.com", "is_staff": True, "is_superuser": True}
+    )
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.set_password(ADMIN_PASSWORD)
+    user.save()
+    return user
+
+
+@pytest.fixture
+def api_client(admin_user):
+    """A DRF APIClient authenticated as admin_user."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user=admin_user)
+    return client
+
+
+@pytest.fixture
+def user_client(admin_user):
+    """A Django test Client with a logged-in session of admin_user (portal pages)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(admin_user)
+    return client

@@ -1,0 +1,209 @@
+"""The audit log and Jobs: what every service writes about what it did.
+
+`record_event` writes one Event and publishes it to the event stream after commit.
+`create_job` opens a Job with its steps; tasks drive it with `JobProgress`.
+"""
+
+from collections.abc import Sequence
+
+from django.db import models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .choices import EventSeverity, JobStatus, ObjectType, StepStatus
+from .models import Cluster, DataCenter, Event, Host, Job, Step
+from .publish import publish
+
+EVENTS_GROUP = "events"
+JOBS_GROUP = "jobs"
+
+
+def object_refs(obj: models.Model | None) -> dict:
+    """The ids an Event or Job keeps about `obj` and the objects above it."""
+    if obj is None:
+        return {"object_type": ObjectType.SYSTEM}
+    refs: dict = {"object_id": obj.pk, "object_name": str(obj)[:255]}
+    label = obj._meta.label
+    if isinstance(obj, DataCenter):
+        refs.update(object_type=ObjectType.DATA_CENTER, data_center_id=obj.pk)
+    elif isinstance(obj, Cluster):
+        refs.update(object_type=ObjectType.CLUSTER, cluster_id=obj.pk, data_center_id=obj.data_center_id)
+    elif isinstance(obj, Host):
+        refs.update(
+            object_type=ObjectType.HOST,
+            host_id=obj.pk,
+            cluster_id=obj.cluster_id,
+            data_center_id=obj.cluster.data_center_id,
+        )
+    elif label == "compute.VirtualMachine":
+        refs.update(
+            object_type=ObjectType.VM,
+            vm_id=obj.pk,
+            cluster_id=obj.cluster_id,
+            data_center_id=obj.data_center_id,
+            host_id=obj.run_on_host_id,
+        )
+    elif label == "compute.Template":
+        refs.update(object_type=ObjectType.TEMPLATE, cluster_id=obj.cluster_id)
+    elif label == "compute.InstanceType":
+        refs.update(object_type=ObjectType.INSTANCE_TYPE)
+    elif label == "compute.Snapshot":
+        refs.update(object_type=ObjectType.SNAPSHOT, vm_id=obj.vm_id, cluster_id=obj.vm.cluster_id)
+    elif label == "storage.StorageDomain":
+        refs.update(object_type=ObjectType.STORAGE_DOMAIN, storage_domain_id=obj.pk, data_center_id=obj.data_center_id)
+    elif label == "storage.Disk":
+        refs.update(object_type=ObjectType.DISK, storage_domain_id=obj.storage_domain_id)
+    elif label == "networking.LogicalNetwork":
+        refs.update(object_type=ObjectType.NETWORK, data_center_id=obj.data_center_id)
+    elif label == "networking.VnicProfile":
+        refs.update(object_type=ObjectType.VNIC_PROFILE, data_center_id=obj.network.data_center_id)
+    elif label == "networking.MacPool":
+        refs.update(object_type=ObjectType.MAC_POOL)
+    elif label == "networking.VmNic":
+        refs.update(object_type=ObjectType.NIC, vm_id=obj.vm_id)
+    elif label == "auth.User":
+        refs.update(object_type=ObjectType.USER, object_id=None, object_name=obj.get_username())
+    return refs
+
+
+def _user_fields(user) -> dict:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return {"user": None, "username": "system"}
+    return {"user": user, "username": user.get_username()}
+
+
+def record_event(
+    code: str,
+    message: str,
+    *,
+    user=None,
+    obj: models.Model | None = None,
+    severity: str = EventSeverity.NORMAL,
+    correlation_id: str = "",
+    **extra_refs,
+) -> Event:
+    refs = object_refs(obj)
+    refs.update({k: v for k, v in extra_refs.items() if v is not None})
+    event = Event.objects.create(
+        code=code, message=message, severity=severity, correlation_id=correlation_id, **_user_fields(user), **refs
+    )
+    publish(EVENTS_GROUP, "event.created", event_payload(event))
+    return event
+
+
+def event_payload(event: Event) -> dict:
+    from .api.serializers import EventSerializer
+
+    return dict(EventSerializer(event).data)
+
+
+def job_payload(job: Job) -> dict:
+    from .api.serializers import JobSerializer
+
+    return dict(JobSerializer(job).data)
+
+
+def create_job(
+    action_type: str, description: str, *, user=None, obj: models.Model | None = None, steps: Sequence[str] = ()
+) -> Job:
+    fields = _user_fields(user)
+    job = Job.objects.create(action_type=action_type, description=description, owner=fields["user"], **object_refs(obj))
+    job.correlation_id = str(job.pk)
+    job.save(update_fields=["correlation_id"])
+    Step.objects.bulk_create(
+        [Step(job=job, number=number, description=text) for number, text in enumerate(steps, start=1)]
+    )
+    publish(JOBS_GROUP, "job.updated", job_payload(job))
+    return job
+
+
+class JobProgress:
+    """Drives a Job from a Celery task: steps, progress and the end, each its own commit.
+
+    The task runs outside any request transaction, so each call here commits at once and
+    subscribers see progress as it happens.
+    """
+
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+    def job(self) -> Job:
+        return Job.objects.get(pk=self.job_id)
+
+    def is_active(self) -> bool:
+        return Job.objects.filter(pk=self.job_id, status=JobStatus.STARTED).exists()
+
+    def _publish(self) -> None:
+        publish(JOBS_GROUP, "job.updated", job_payload(self.job()))
+
+    @transaction.atomic
+    def step(self, number: int, *, progress: int | None = None) -> None:
+        now = timezone.now()
+        Step.objects.filter(job_id=self.job_id, number__lt=number, status=StepStatus.STARTED).update(
+            status=StepStatus.FINISHED, progress=100, ended_at=now
+        )
+        Step.objects.filter(job_id=self.job_id, number=number).exclude(status=StepStatus.FINISHED).update(
+            status=StepStatus.STARTED, started_at=now
+        )
+        total = Step.objects.filter(job_id=self.job_id).count() or 1
+        overall = progress if progress is not None else int((number - 1) * 100 / total)
+        Job.objects.filter(pk=self.job_id, status=JobStatus.STARTED).update(
+            progress=max(0, min(99, overall)), updated_at=now
+        )
+        self._publish()
+
+    @transaction.atomic
+    def finish(self) -> None:
+        now = timezone.now()
+        Step.objects.filter(job_id=self.job_id).exclude(status=StepStatus.FINISHED).update(
+            status=StepStatus.FINISHED, progress=100, ended_at=now
+        )
+        Job.objects.filter(pk=self.job_id, status=JobStatus.STARTED).update(
+            status=JobStatus.FINISHED, progress=100, ended_at=now, updated_at=now
+        )
+        self._publish()
+
+    @transaction.atomic
+    def fail(self, error: str, *, status: str = JobStatus.FAILED) -> None:
+        now = timezone.now()
+        Step.objects.filter(job_id=self.job_id, status__in=[StepStatus.STARTED, StepStatus.PENDING]).update(
+            status=StepStatus.FAILED if status == JobStatus.FAILED else StepStatus.ABORTED, ended_at=now
+        )
+        Job.objects.filter(pk=self.job_id, status=JobStatus.STARTED).update(
+            status=status, error=error[:5000], ended_at=now, updated_at=now, progress=F("progress")
+        )
+        self._publish()
+
+
+def run_job(job_id, work) -> None:
+    """Run `work(progress)` for a started Job; end it finished, or failed with the reason.
+
+    Idempotent: a Job that already ended (a redelivered task) is left alone. Errors that
+    say why (AgentError, ValidationError, ConflictError) end the Job failed with their text;
+    anything else also fails the Job, then propagates so the worker logs it.
+    """
+    from django.core.exceptions import ValidationError
+
+    from hostagent.client import AgentError
+
+    from .exceptions import ConflictError
+
+    progress = JobProgress(job_id)
+    if not progress.is_active():
+        return
+    try:
+        work(progress)
+    except (AgentError, ConflictError, ValidationError) as exc:
+        progress.fail(_error_text(exc))
+        return
+    except Exception as exc:
+        progress.fail(f"Internal error: {exc.__class__.__name__}: {exc}")
+        raise
+    progress.finish()
+
+
+def _error_text(exc: Exception) -> str:
+    messages = getattr(exc, "messages", None)
+    if messages:
+        return "; ".join(messages)
+    return getattr(exc, "message", None) or str(exc)

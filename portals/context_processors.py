@@ -1,0 +1,2 @@
+def portal(request):
+    return {"portal_name": "OLVM"}

@@ -1,0 +1,6 @@
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.views.generic import TemplateView
+
+
+class DashboardView(LoginRequiredMixin, TemplateView):
+    template_name = "portals/dashboard.html"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# make run: the whole engine on this machine, in the foreground (Ctrl-C stops it all).
+# Web (daphne), Celery worker and Celery beat share the embedded SQLite database
+# var/olvm.sqlite3 unless DATABASE_URL says otherwise.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+export PORT="${PORT:-8000}"
+"$ROOT/scripts/ensure_services.sh" redis
+
+# A random secret key, made once and kept in var/ (gitignored).
+if [ -z "${OLVM_SECRET_KEY:-}" ]; then
+    if [ ! -s "$VAR/secret_key" ]; then
+        (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' >"$VAR/secret_key")
+    fi
+    OLVM_SECRET_KEY="$(cat "$VAR/secret_key")"
+    export OLVM_SECRET_KEY
+fi
+
+say "manage.py migrate"
+"$PY" manage.py migrate --noinput
+say "manage.py collectstatic"
+"$PY" manage.py collectstatic --noinput -v 0
+
+# The admin password: OLVM_ADMIN_PASSWORD, else one generated once into var/admin_password.
+if [ -z "${OLVM_ADMIN_PASSWORD:-}" ]; then
+    if [ ! -s "$VAR/admin_password" ]; then
+        (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(12))' >"$VAR/admin_password")
+    fi
+    OLVM_ADMIN_PASSWORD="$(cat "$VAR/admin_password")"
+fi
+export OLVM_ADMIN_PASSWORD
+say "admin user"
+"$PY" manage.py shell -c '
+import os
+from django.contrib.auth import get_user_model
+
+user, created = get_user_model().objects.get_or_create(username="admin")
+user.is_staff = user.is_superuser = user.is_active = True
+user.set_password(os.environ["OLVM_ADMIN_PASSWORD"])
+user.save()
+print("created" if created else "updated", "superuser admin")
+'
+
+if "$PY" manage.py help --commands | grep -qx seed_demo; then
+    say "manage.py seed_demo"
+    "$PY" manage.py seed_demo
+else
+    warn "manage.py seed_demo does not exist yet; skipping the demo data"
+fi
+
+# Hook: `make lab` (later) starts simulated hosts next to this; nothing to do here yet.
+
+cat <<EOT
+
+  OLVM is starting (Ctrl-C stops web, worker and beat)
+    portal    http://127.0.0.1:$PORT/
+    API       http://127.0.0.1:$PORT/api/v1/
+    API docs  http://127.0.0.1:$PORT/api/docs/
+    login     admin / $OLVM_ADMIN_PASSWORD
+    database  ${DATABASE_URL:-sqlite $VAR/olvm.sqlite3 (embedded, shared by web, worker and beat)}
+    redis     $REDIS_URL
+
+EOT
+exec honcho start -f "$ROOT/Procfile" -p "$PORT"

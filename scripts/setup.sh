@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# make setup: system packages, the Python venv and the npm front-end libraries.
+# Idempotent, and fast when everything is already in place.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+# --- Python interpreter: prefer python3.11, need >= 3.11 ------------------------------
+find_python() {
+    local candidate
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# --- System packages (only what is missing) ------------------------------------------
+missing=()
+# libvirt-python builds against libvirt-dev, found with pkg-config, compiled with gcc.
+for pkg in libvirt-dev pkg-config; do
+    deb_installed "$pkg" || missing+=("$pkg")
+done
+command -v gcc >/dev/null || missing+=(gcc)
+command -v redis-server >/dev/null || deb_installed redis-server || missing+=(redis-server)
+deb_installed postgresql || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+
+SYS_PY="$(find_python || true)"
+if [ -z "$SYS_PY" ]; then
+    missing+=(python3 python3-venv python3-dev)
+elif [ ! -x "$PY" ]; then
+    # Debian's own python3 needs python3-venv for `-m venv` and python3-dev for headers.
+    "$SYS_PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    "$SYS_PY" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+        missing+=(python3-dev)
+fi
+apt_install "${missing[@]}"
+[ -n "$SYS_PY" ] || SYS_PY="$(find_python)" || die "no python3 >= 3.11 found"
+
+# --- Virtualenv --------------------------------------------------------------------------
+if [ ! -x "$PY" ] || ! "$PY" -c 'import sys' 2>/dev/null; then
+    say "creating .venv with $SYS_PY ($("$SYS_PY" -V))"
+    rm -rf "$VENV"
+    "$SYS_PY" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.requirements-stamp"
+if [ "$STAMP" -nt requirements.txt ] && [ "$STAMP" -nt requirements-dev.txt ]; then
+    : # requirements unchanged since the last install
+else
+    say "pip install -r requirements-dev.txt"
+    "$PY" -m pip install --disable-pip-version-check --progress-bar off -q -r requirements-dev.txt
+    touch "$STAMP"
+fi
+
+# --- Front-end libraries (served from node_modules by whitenoise) --------------------
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+    say "npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+    touch node_modules
+fi
+
+mkdir -p "$VAR"
