@@ -13,10 +13,17 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 
 
 def pytest_configure(config):
+    from django.conf import settings as django_settings
+
+    # Tests log users in all the time: a fast hasher instead of 1,000,000 PBKDF2 rounds.
+    django_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Connections opened by async tests' worker threads close after use, so the test
+    # database can be dropped at the end.
+    django_settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Under pytest-xdist every worker is its own process on the same Redis db: give each
     # one its own Channels key prefix so their groups and channels never mix.
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker:
+    if worker and os.environ.get("DJANGO_SETTINGS_MODULE"):
         from django.conf import settings
 
         settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})["prefix"] = f"asgi-test-{worker}"

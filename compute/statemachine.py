@@ -58,7 +58,6 @@ ACTIONS: dict[str, tuple[frozenset[str], str]] = {
     "stop": (frozenset(RUNNING | {S.SUSPENDED}), S.DOWN),
     "reboot": (frozenset({S.UP, S.POWERING_UP}), S.REBOOT_IN_PROGRESS),
     "suspend": (frozenset({S.UP, S.PAUSED}), S.SUSPENDED),
-    "pause": (frozenset({S.UP, S.POWERING_UP}), S.PAUSED),
     "resume": (frozenset({S.PAUSED, S.SUSPENDED}), S.UP),
 }
 # A power off (stop) ends every running status at once; declare those moves too.

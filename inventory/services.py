@@ -4,6 +4,8 @@ Each function validates, writes in one transaction, records an audit Event and, 
 long work, opens a Job and enqueues its Celery task on commit.
 """
 
+import logging
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -14,6 +16,8 @@ from .exceptions import ConflictError
 from .models import Cluster, DataCenter, Host, Job
 from .servicekit import apply_changes, check_fields, locked, save_validated
 from .statemachine import HOST_STATE_MACHINE
+
+logger = logging.getLogger(__name__)
 
 MANAGEMENT_NETWORK = "ovirtmgmt"
 
@@ -277,11 +281,25 @@ def _enqueue(task_name: str, job: Job, obj) -> None:
     enqueue(task_name, str(job.pk), str(obj.pk))
 
 
-def enqueue(task_name: str, *args, queue: str = "default") -> None:
-    """Send a Celery task by name once the transaction commits (ids and JSON values only)."""
+def enqueue(task_name: str, job_id: str, *args, queue: str = "default") -> None:
+    """Send a Celery task by name once the transaction commits (ids and JSON values only).
+
+    When the broker cannot take it, the Job ends failed saying so: the write stands, the
+    caller gets its answer, and nothing waits for a task that was never queued.
+    """
+    transaction.on_commit(lambda: _send(task_name, [job_id, *args], queue))
+
+
+def _send(task_name: str, args: list, queue: str) -> None:
     from olvm_site.celery import app
 
-    transaction.on_commit(lambda: app.send_task(task_name, args=list(args), queue=queue))
+    from .audit import JobProgress
+
+    try:
+        app.send_task(task_name, args=args, queue=queue)
+    except Exception as exc:  # broker down: report it on the Job instead of failing the request
+        logger.error("could not queue %s: %s", task_name, exc)
+        JobProgress(args[0]).fail(f"The task could not be queued (message broker unavailable: {exc}).")
 
 
 def record_heartbeat(host: Host) -> None:

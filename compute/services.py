@@ -1,0 +1,720 @@
+"""Write operations on VMs, templates, instance types and snapshots.
+
+Each function validates, writes in one transaction, records an audit Event and, for
+long work, opens a Job whose Celery task is enqueued on commit. VM actions set the
+transitional status at once (start -> wait_for_launch, shutdown -> powering_down, ...);
+the task moves the VM on from what the host agent reports.
+"""
+
+import copy
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from inventory.audit import create_job, record_event
+from inventory.choices import EventSeverity, HostStatus, JobStatus
+from inventory.exceptions import ConflictError
+from inventory.models import Cluster, Host, Job
+from inventory.publish import publish
+from inventory.servicekit import apply_changes, check_fields, locked, save_validated
+from inventory.services import enqueue, who
+from storage.choices import DiskAllocation, DiskFormat, DiskStatus
+
+from .choices import SnapshotStatus, VmStatus
+from .models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
+from .scheduling import HostFacts, VmRequest, place_vm
+from .statemachine import RUNNING, VM_STATE_MACHINE, check_action
+
+SHAPE_FIELDS = ("description", "os_type", "vcpus", "memory_mib", "console_type")
+VM_FIELDS = {
+    *SHAPE_FIELDS,
+    "name",
+    "comment",
+    "guaranteed_memory_mib",
+    "ha_enabled",
+    "ha_priority",
+    "resume_behavior",
+    "placement_policy",
+    "pinned_hosts",
+    "instance_type",
+}
+# What a running VM takes at once; the rest of VM_FIELDS waits for the next run.
+LIVE_FIELDS = {"name", "description", "comment", "ha_enabled", "ha_priority", "resume_behavior", "placement_policy"}
+TEMPLATE_FIELDS = {*SHAPE_FIELDS, "name", "version_name"}
+INSTANCE_TYPE_FIELDS = {"name", "description", "memory_mib", "vcpus"}
+VM_ACTION_TYPES = {
+    "start": "RunVm",
+    "shutdown": "ShutdownVm",
+    "stop": "StopVm",
+    "reboot": "RebootVm",
+    "suspend": "HibernateVm",
+    "resume": "ResumeVm",
+}
+VM_TASK = "compute.tasks.vm_action_task"
+
+
+# VM status --------------------------------------------------------------------------------
+
+
+def set_vm_status(vm: VirtualMachine, status: str, *, host: Host | None | bool = False) -> bool:
+    """Move a (locked) VM through the state machine; `host` (when given) sets run_on_host."""
+    fields = []
+    if vm.status != status:
+        VM_STATE_MACHINE.check(vm.status, status)
+        vm.status = status
+        vm.status_changed_at = timezone.now()
+        fields += ["status", "status_changed_at"]
+    if host is not False and vm.run_on_host != (host or None):
+        vm.run_on_host = host or None
+        fields.append("run_on_host")
+    if status == VmStatus.DOWN and fields:
+        fields += apply_next_run_config(vm)
+        vm.guest_ips, vm.guest_users = [], []
+        fields += ["guest_ips", "guest_users"]
+    if not fields:
+        return False
+    vm.save(update_fields=[*set(fields), "updated_at"])
+    payload = {"id": str(vm.pk), "status": vm.status, "run_on_host": str(vm.run_on_host_id or "") or None}
+    publish(f"vm.{vm.pk}", "vm.status", payload)
+    publish(f"cluster.{vm.cluster_id}", "vm.status", payload)
+    return True
+
+
+def apply_next_run_config(vm: VirtualMachine) -> list[str]:
+    """On the way down, apply what an edit of the running VM saved for the next run."""
+    config = vm.next_run_config or {}
+    if not config:
+        return []
+    for name, value in config.items():
+        if name == "instance_type":
+            vm.instance_type_id = value
+        elif name != "pinned_hosts":
+            setattr(vm, name, value)
+    if "pinned_hosts" in config:
+        vm.pinned_hosts.set(config["pinned_hosts"])
+    vm.next_run_config = {}
+    record_event("VM_NEXT_RUN_APPLIED", f"Changes of VM {vm.name} saved for its next run were applied.", obj=vm)
+    return [*(k for k in config if k != "pinned_hosts"), "next_run_config"]
+
+
+# Instance types ---------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def create_instance_type(*, user, **fields) -> InstanceType:
+    check_fields(InstanceType, fields, INSTANCE_TYPE_FIELDS)
+    itype = save_validated(InstanceType(**fields))
+    record_event(
+        "USER_ADD_INSTANCE_TYPE", f"Instance type {itype.name} was added by {who(user)}.", user=user, obj=itype
+    )
+    return itype
+
+
+@transaction.atomic(durable=True)
+def update_instance_type(itype: InstanceType, *, user, **changes) -> InstanceType:
+    itype = locked(itype)
+    changed = apply_changes(itype, changes, INSTANCE_TYPE_FIELDS)
+    save_validated(itype)
+    if changed:
+        record_event(
+            "USER_UPDATE_INSTANCE_TYPE",
+            f"Instance type {itype.name} was updated ({', '.join(changed)}).",
+            user=user,
+            obj=itype,
+        )
+    return itype
+
+
+@transaction.atomic(durable=True)
+def remove_instance_type(itype: InstanceType, *, user) -> None:
+    itype = locked(itype)
+    record_event(
+        "USER_REMOVE_INSTANCE_TYPE", f"Instance type {itype.name} was removed by {who(user)}.", user=user, obj=itype
+    )
+    itype.delete()
+
+
+# Templates --------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def create_template(
+    *,
+    user,
+    name: str,
+    cluster: Cluster | None = None,
+    vm: VirtualMachine | None = None,
+    base_template: Template | None = None,
+    version_name: str = "",
+    **shape,
+) -> tuple[Template, Job | None]:
+    check_fields(Template, shape, SHAPE_FIELDS)
+    if vm is not None:
+        vm = locked(vm)
+        if vm.status != VmStatus.DOWN:
+            raise ConflictError(f"VM {vm.name} is '{vm.status}'; a template is made from a VM that is down.")
+        cluster = vm.cluster
+        shape = {**{f: getattr(vm, f) for f in SHAPE_FIELDS}, **shape}
+    if base_template is not None:
+        base_template = locked(base_template)
+        if base_template.is_blank:
+            raise ValidationError({"base_template": "The Blank template has no versions."})
+        if base_template.base_template_id:
+            base_template = base_template.base_template
+        last = base_template.versions.order_by("-version_number").first()
+        version = (last.version_number if last else 1) + 1
+        if vm is None:
+            shape = {**{f: getattr(last or base_template, f) for f in SHAPE_FIELDS}, **shape}
+        template = Template(
+            name=base_template.name,
+            cluster=cluster or base_template.cluster,
+            base_template=base_template,
+            version_number=version,
+            version_name=version_name,
+            **shape,
+        )
+    else:
+        template = Template(name=name, cluster=cluster, version_name=version_name, **shape)
+    save_validated(template)
+    job = None
+    if vm is not None:
+        from storage.models import Disk
+
+        sources = list(Disk.objects.filter(attachments__vm=vm).order_by("-attachments__bootable", "created_at"))
+        if any(d.status != DiskStatus.OK for d in sources):
+            raise ConflictError(f"A disk of VM {vm.name} is locked or illegal.")
+        set_vm_status(vm, VmStatus.IMAGE_LOCKED)
+        copies = []
+        for disk in sources:
+            copies.append(
+                Disk.objects.create(
+                    alias=f"{template.name}_{disk.alias}"[:255],
+                    storage_domain=disk.storage_domain,
+                    provisioned_size=disk.provisioned_size,
+                    format=DiskFormat.QCOW2,
+                    allocation=DiskAllocation.THIN,
+                    template=template,
+                    status=DiskStatus.LOCKED,
+                    description=f"Copied from {vm.name}",
+                )
+            )
+        _reserve(copies)
+        job = create_job(
+            "AddVmTemplate",
+            f"Creating template {template} from VM {vm.name}",
+            user=user,
+            obj=template,
+            steps=[f"Copy disk {d.alias}" for d in sources] or ["Seal the template"],
+        )
+        enqueue(
+            "compute.tasks.copy_template_disks_task",
+            str(job.pk),
+            str(template.pk),
+            str(vm.pk),
+            [[str(s.pk), str(c.pk)] for s, c in zip(sources, copies, strict=True)],
+        )
+    record_event(
+        "USER_ADD_VM_TEMPLATE",
+        f"Template {template} was created by {who(user)}" + (f" from VM {vm.name}." if vm else "."),
+        user=user,
+        obj=template,
+        correlation_id=job.correlation_id if job else "",
+    )
+    return template, job
+
+
+@transaction.atomic(durable=True)
+def update_template(template: Template, *, user, **changes) -> Template:
+    template = locked(template)
+    if template.is_blank and set(changes) - {"description"}:
+        raise ConflictError("Only the description of the Blank template can change.")
+    if "name" in changes and template.base_template_id:
+        raise ValidationError({"name": "A template version keeps its base template's name."})
+    changed = apply_changes(template, changes, TEMPLATE_FIELDS)
+    save_validated(template)
+    if "name" in changed:
+        template.versions.update(name=template.name)
+    if changed:
+        record_event(
+            "USER_UPDATE_VM_TEMPLATE",
+            f"Template {template} was updated ({', '.join(changed)}).",
+            user=user,
+            obj=template,
+        )
+    return template
+
+
+@transaction.atomic(durable=True)
+def remove_template(template: Template, *, user) -> Job | None:
+    template = locked(template)
+    if template.is_blank:
+        raise ConflictError("The Blank template cannot be removed.")
+    if template.vms.exists():
+        raise ConflictError(f"Template {template} is used by {template.vms.count()} VM(s); remove them first.")
+    if template.versions.exists():
+        raise ConflictError(f"Template {template} has versions; remove them first.")
+    disks = list(template.disks.all())
+    if any(d.overlays.exists() for d in disks):
+        raise ConflictError(f"Disks of other VMs are based on template {template}.")
+    if any(d.status == DiskStatus.LOCKED for d in disks):
+        raise ConflictError(f"Template {template} has locked disks (an operation is running on them).")
+    job = _remove_images(disks, user=user, obj=template, description=f"Removing template {template}")
+    record_event("USER_REMOVE_VM_TEMPLATE", f"Template {template} was removed by {who(user)}.", user=user, obj=template)
+    template.delete()
+    return job
+
+
+# VMs --------------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def create_vm(
+    *,
+    user,
+    cluster: Cluster,
+    name: str,
+    template: Template | None = None,
+    instance_type: InstanceType | None = None,
+    **fields,
+) -> tuple[VirtualMachine, Job | None]:
+    check_fields(VirtualMachine, fields, VM_FIELDS - {"instance_type"})
+    template = template or Template.objects.get(pk=BLANK_TEMPLATE_ID)
+    if not template.is_blank and template.cluster_id and template.cluster.data_center_id != cluster.data_center_id:
+        raise ValidationError({"template": f"Template {template} belongs to another data center."})
+    pinned = list(fields.pop("pinned_hosts", []) or [])
+    values = {f: getattr(template, f) for f in SHAPE_FIELDS}
+    if template.is_blank:
+        values["description"] = ""
+    if instance_type is not None:
+        for f in ("vcpus", "memory_mib"):
+            if f in fields and fields[f] != getattr(instance_type, f):
+                raise ValidationError(
+                    {f: f"The instance type {instance_type.name} fixes {f}; leave it out or clear it."}
+                )
+            values[f] = getattr(instance_type, f)
+    values.update(fields)
+    values.setdefault("guaranteed_memory_mib", values["memory_mib"])
+    vm = VirtualMachine(
+        name=name,
+        cluster=cluster,
+        data_center_id=cluster.data_center_id,
+        template=template,
+        instance_type=instance_type,
+        **values,
+    )
+    _check_unique_name(vm)
+    _check_pinned(vm, pinned)
+    save_validated(vm)
+    if pinned:
+        vm.pinned_hosts.set(pinned)
+    job = None
+    template_disks = list(template.disks.order_by("created_at")) if not template.is_blank else []
+    if template_disks:
+        job = _create_overlays(vm, template_disks, user=user)
+    record_event(
+        "USER_ADD_VM",
+        f"VM {vm.name} was created by {who(user)} from template {template}.",
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id if job else "",
+    )
+    return vm, job
+
+
+def _create_overlays(vm: VirtualMachine, template_disks, *, user) -> Job:
+    from storage.models import Disk, DiskAttachment
+
+    if any(d.status != DiskStatus.OK for d in template_disks):
+        raise ConflictError("A disk of the template is locked or illegal.")
+    overlays = []
+    for number, base in enumerate(template_disks):
+        disk = Disk.objects.create(
+            alias=f"{vm.name}_Disk{number + 1}",
+            storage_domain=base.storage_domain,
+            provisioned_size=base.provisioned_size,
+            format=DiskFormat.QCOW2,
+            allocation=DiskAllocation.THIN,
+            backing_disk=base,
+            status=DiskStatus.LOCKED,
+        )
+        DiskAttachment.objects.create(vm=vm, disk=disk, bootable=number == 0)
+        overlays.append(disk)
+    _reserve(overlays)
+    set_vm_status(vm, VmStatus.IMAGE_LOCKED)
+    job = create_job(
+        "AddVmFromTemplate",
+        f"Creating VM {vm.name} from template {vm.template}",
+        user=user,
+        obj=vm,
+        steps=[f"Create disk {d.alias} on template disk" for d in overlays],
+    )
+    enqueue("compute.tasks.create_vm_disks_task", str(job.pk), str(vm.pk))
+    return job
+
+
+def _reserve(disks) -> None:
+    """Count new thin disks against their domains' over-commit limit; refuse when it is full."""
+    from storage.models import StorageDomain
+
+    by_domain: dict = {}
+    for disk in disks:
+        by_domain[disk.storage_domain_id] = by_domain.get(disk.storage_domain_id, 0) + disk.provisioned_size
+    for domain in StorageDomain.objects.select_for_update().filter(pk__in=by_domain).order_by("pk"):
+        size = by_domain[domain.pk]
+        if domain.committed_bytes + size > domain.overcommit_limit_bytes:
+            raise ValidationError(
+                {
+                    "storage_domain": f"Storage domain {domain.name} cannot hold {size} more bytes: "
+                    f"{domain.committed_bytes} committed of {domain.overcommit_limit_bytes} allowed."
+                }
+            )
+        domain.committed_bytes += size
+        domain.save(update_fields=["committed_bytes"])
+
+
+def _check_unique_name(vm: VirtualMachine) -> None:
+    clash = VirtualMachine.objects.filter(data_center_id=vm.data_center_id, name=vm.name).exclude(pk=vm.pk)
+    if clash.exists():
+        raise ValidationError({"name": f"A VM named {vm.name} already exists in this data center."})
+
+
+def _check_pinned(vm: VirtualMachine, hosts) -> None:
+    stray = [h.name for h in hosts if h.cluster_id != vm.cluster_id]
+    if stray:
+        raise ValidationError({"pinned_hosts": f"Hosts outside cluster {vm.cluster.name}: {', '.join(stray)}."})
+
+
+@transaction.atomic(durable=True)
+def update_vm(vm: VirtualMachine, *, user, **changes) -> VirtualMachine:
+    vm = locked(vm)
+    check_fields(VirtualMachine, changes, VM_FIELDS)
+    if vm.status == VmStatus.IMAGE_LOCKED:
+        raise ConflictError(f"VM {vm.name} is locked by an operation on its disks.")
+    running = vm.status in RUNNING
+    pinned = changes.pop("pinned_hosts", None)
+    if "instance_type" in changes and changes["instance_type"] is not None:
+        itype = changes["instance_type"]
+        changes.setdefault("vcpus", itype.vcpus)
+        changes.setdefault("memory_mib", itype.memory_mib)
+    live = {k: v for k, v in changes.items() if not running or k in LIVE_FIELDS}
+    later = {k: v for k, v in changes.items() if running and k not in LIVE_FIELDS}
+    # Validate the whole result, as it will be at the next run.
+    future = copy.copy(vm)
+    apply_changes(future, {**live, **later}, VM_FIELDS)
+    future.full_clean(exclude=["data_center"])
+    if pinned is not None:
+        _check_pinned(vm, pinned)
+    changed = apply_changes(vm, live, VM_FIELDS)
+    if "name" in changed:
+        _check_unique_name(vm)
+    if later:
+        pending = dict(vm.next_run_config or {})
+        for name, value in later.items():
+            pending[name] = str(value.pk) if hasattr(value, "pk") else value
+        vm.next_run_config = pending
+    if pinned is not None:
+        if running:
+            vm.next_run_config = {**vm.next_run_config, "pinned_hosts": [str(h.pk) for h in pinned]}
+            later["pinned_hosts"] = pinned
+        else:
+            vm.pinned_hosts.set(pinned)
+            changed.append("pinned_hosts")
+    save_validated(vm, exclude=["data_center"])
+    if changed or later:
+        parts = []
+        if changed:
+            parts.append("applied: " + ", ".join(changed))
+        if later:
+            parts.append("next run: " + ", ".join(sorted(later)))
+        record_event(
+            "USER_UPDATE_VM",
+            f"VM {vm.name} configuration was updated by {who(user)} ({'; '.join(parts)}).",
+            user=user,
+            obj=vm,
+        )
+    return vm
+
+
+@transaction.atomic(durable=True)
+def remove_vm(vm: VirtualMachine, *, user, remove_disks: bool = True) -> Job | None:
+    vm = locked(vm)
+    if vm.status != VmStatus.DOWN:
+        raise ConflictError(f"VM {vm.name} is '{vm.status}'; only a VM that is down can be removed.")
+    _check_not_locked(vm)
+    disks = []
+    if remove_disks:
+        from storage.models import Disk
+
+        disks = list(
+            Disk.objects.filter(attachments__vm=vm)
+            .exclude(Q(shareable=True) & Q(attachments__vm__isnull=False) & ~Q(attachments__vm=vm))
+            .distinct()
+        )
+        disks = [d for d in disks if not d.overlays.exists()]
+    job = _remove_images(disks, user=user, obj=vm, description=f"Removing VM {vm.name}")
+    record_event(
+        "USER_REMOVE_VM",
+        f"VM {vm.name} was removed by {who(user)}" + (f" with {len(disks)} disk(s)." if disks else "."),
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id if job else "",
+    )
+    vm.delete()
+    return job
+
+
+def _remove_images(disks, *, user, obj, description: str) -> Job | None:
+    """Delete disk rows now (giving back their space) and their images through a Job."""
+    from storage.models import StorageDomain
+
+    if not disks:
+        return None
+    images = []
+    for disk in disks:
+        images.append(
+            {
+                "id": str(disk.pk),
+                "storage_domain_id": str(disk.storage_domain_id),
+                "data_center_id": str(disk.storage_domain.data_center_id or ""),
+                "path": disk.storage_domain.path,
+                "format": disk.format,
+            }
+        )
+    sizes: dict = {}
+    for disk in disks:
+        sizes[disk.storage_domain_id] = sizes.get(disk.storage_domain_id, 0) + disk.provisioned_size
+    for domain in StorageDomain.objects.select_for_update().filter(pk__in=sizes).order_by("pk"):
+        domain.committed_bytes = max(0, domain.committed_bytes - sizes[domain.pk])
+        domain.save(update_fields=["committed_bytes"])
+    for disk in disks:
+        disk.attachments.all().delete()
+        disk.delete()
+    job = create_job("RemoveDisk", description, user=user, obj=obj, steps=[f"Remove image {i['id']}" for i in images])
+    enqueue("compute.tasks.remove_images_task", str(job.pk), images)
+    return job
+
+
+def _check_not_locked(vm: VirtualMachine) -> None:
+    active = Job.objects.filter(vm_id=vm.pk, status=JobStatus.STARTED).exclude(action_type="RemoveDisk").first()
+    if active is not None:
+        raise ConflictError(f"VM {vm.name} is locked by a running job: {active.description}.", code="locked")
+
+
+# VM actions -------------------------------------------------------------------------------
+
+
+def choose_host(vm: VirtualMachine) -> Host:
+    hosts = list(Host.objects.filter(cluster_id=vm.cluster_id))
+    committed = dict(
+        VirtualMachine.objects.filter(run_on_host__in=hosts, status__in=RUNNING)
+        .exclude(pk=vm.pk)
+        .values("run_on_host")
+        .annotate(total=Sum("guaranteed_memory_mib"))
+        .values_list("run_on_host", "total")
+    )
+    facts = [
+        HostFacts(
+            id=str(h.pk),
+            name=h.name,
+            status=h.status,
+            memory_mib=h.memory_mib,
+            cpu_threads=h.cpu_threads,
+            committed_memory_mib=committed.get(h.pk, 0) or 0,
+        )
+        for h in hosts
+    ]
+    request = VmRequest(
+        vcpus=vm.vcpus,
+        guaranteed_memory_mib=vm.guaranteed_memory_mib,
+        pinned_host_ids=frozenset(str(pk) for pk in vm.pinned_hosts.values_list("pk", flat=True)),
+    )
+    placement = place_vm(request, facts, overcommit_percent=vm.cluster.memory_overcommit_percent)
+    if placement.host_id is None:
+        raise ConflictError(
+            f"Cannot run VM {vm.name}: no host of cluster {vm.cluster.name} fits. {placement.explain()}",
+            code="no_host",
+        )
+    return next(h for h in hosts if str(h.pk) == placement.host_id)
+
+
+def _vm_action(vm: VirtualMachine, action: str, *, user, description: str, steps: list[str]) -> Job:
+    vm = locked(vm)
+    check_action(action, vm.status)
+    _check_not_locked(vm)
+    host = False
+    transitional = {
+        "start": VmStatus.WAIT_FOR_LAUNCH,
+        "shutdown": VmStatus.POWERING_DOWN,
+        "reboot": VmStatus.REBOOT_IN_PROGRESS,
+    }.get(action)
+    if action == "start" or (action == "resume" and vm.status == VmStatus.SUSPENDED):
+        if vm.disk_attachments.filter(disk__status=DiskStatus.LOCKED).exists():
+            raise ConflictError(f"VM {vm.name} has locked disks.")
+        host = choose_host(vm)
+        transitional = VmStatus.WAIT_FOR_LAUNCH
+    elif vm.run_on_host_id and action != "stop":
+        host_status = vm.run_on_host.status
+        if host_status not in (HostStatus.UP, HostStatus.PREPARING_FOR_MAINTENANCE):
+            raise ConflictError(f"Host {vm.run_on_host.name} of VM {vm.name} is '{host_status}'.")
+    if transitional:
+        set_vm_status(vm, transitional, host=host)
+    job = create_job(
+        VM_ACTION_TYPES[action],
+        description.format(vm=vm.name, host=host.name if host else ""),
+        user=user,
+        obj=vm,
+        steps=steps,
+    )
+    record_event(
+        f"USER_{action.upper()}_VM",
+        f"{action.capitalize()} of VM {vm.name} was initiated by {who(user)}"
+        + (f" on host {host.name}." if host else "."),
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id,
+    )
+    enqueue(VM_TASK, str(job.pk), str(vm.pk), action)
+    return job
+
+
+@transaction.atomic(durable=True)
+def start_vm(vm: VirtualMachine, *, user) -> Job:
+    return _vm_action(
+        vm,
+        "start",
+        user=user,
+        description="Launching VM {vm} on host {host}",
+        steps=["Create the VM on the host", "Wait for the VM to come up"],
+    )
+
+
+@transaction.atomic(durable=True)
+def shutdown_vm(vm: VirtualMachine, *, user) -> Job:
+    return _vm_action(
+        vm,
+        "shutdown",
+        user=user,
+        description="Shutting down VM {vm}",
+        steps=["Ask the guest to shut down", "Wait for the VM to go down"],
+    )
+
+
+@transaction.atomic(durable=True)
+def stop_vm(vm: VirtualMachine, *, user) -> Job:
+    return _vm_action(vm, "stop", user=user, description="Powering off VM {vm}", steps=["Destroy the VM process"])
+
+
+@transaction.atomic(durable=True)
+def reboot_vm(vm: VirtualMachine, *, user) -> Job:
+    return _vm_action(vm, "reboot", user=user, description="Rebooting VM {vm}", steps=["Reboot the guest"])
+
+
+@transaction.atomic(durable=True)
+def suspend_vm(vm: VirtualMachine, *, user) -> Job:
+    return _vm_action(
+        vm,
+        "suspend",
+        user=user,
+        description="Suspending VM {vm}",
+        steps=["Save the VM's memory to storage", "Stop the VM process"],
+    )
+
+
+@transaction.atomic(durable=True)
+def resume_vm(vm: VirtualMachine, *, user) -> Job:
+    return _vm_action(vm, "resume", user=user, description="Resuming VM {vm}", steps=["Resume the VM"])
+
+
+# Snapshots --------------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def create_snapshot(vm: VirtualMachine, *, user, description: str, with_memory: bool = False) -> tuple[Snapshot, Job]:
+    vm = locked(vm)
+    if vm.status not in (VmStatus.DOWN, VmStatus.UP, VmStatus.PAUSED):
+        raise ConflictError(f"VM {vm.name} is '{vm.status}'; snapshots are taken of a VM that is down, up or paused.")
+    if with_memory and vm.status == VmStatus.DOWN:
+        raise ValidationError({"with_memory": "A VM that is down has no memory to save."})
+    _check_not_locked(vm)
+    snapshot = save_validated(
+        Snapshot(vm=vm, description=description, with_memory=with_memory, status=SnapshotStatus.LOCKED)
+    )
+    job = create_job(
+        "CreateSnapshot",
+        f"Creating snapshot '{description}' of VM {vm.name}",
+        user=user,
+        obj=vm,
+        steps=["Snapshot the disks" + (" and memory" if with_memory else "")],
+    )
+    record_event(
+        "USER_CREATE_SNAPSHOT",
+        f"Snapshot '{description}' creation for VM {vm.name} was initiated by {who(user)}.",
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id,
+    )
+    enqueue("compute.tasks.snapshot_task", str(job.pk), str(snapshot.pk), "create")
+    return snapshot, job
+
+
+@transaction.atomic(durable=True)
+def revert_snapshot(snapshot: Snapshot, *, user) -> Job:
+    snapshot = locked(snapshot)
+    vm = locked(snapshot.vm)
+    if vm.status != VmStatus.DOWN:
+        raise ConflictError(f"VM {vm.name} is '{vm.status}'; shut it down before reverting to a snapshot.")
+    if snapshot.status != SnapshotStatus.OK:
+        raise ConflictError(f"Snapshot '{snapshot.description}' is '{snapshot.status}'.")
+    _check_not_locked(vm)
+    snapshot.status = SnapshotStatus.LOCKED
+    snapshot.save(update_fields=["status", "updated_at"])
+    set_vm_status(vm, VmStatus.IMAGE_LOCKED)
+    job = create_job(
+        "RestoreAllSnapshots",
+        f"Reverting VM {vm.name} to snapshot '{snapshot.description}'",
+        user=user,
+        obj=vm,
+        steps=["Revert the disks to the snapshot"],
+    )
+    record_event(
+        "USER_RESTORE_FROM_SNAPSHOT",
+        f"VM {vm.name} is being reverted to snapshot '{snapshot.description}' by {who(user)}.",
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id,
+    )
+    enqueue("compute.tasks.snapshot_task", str(job.pk), str(snapshot.pk), "revert")
+    return job
+
+
+@transaction.atomic(durable=True)
+def remove_snapshot(snapshot: Snapshot, *, user) -> Job:
+    snapshot = locked(snapshot)
+    vm = locked(snapshot.vm)
+    if snapshot.status != SnapshotStatus.OK:
+        raise ConflictError(f"Snapshot '{snapshot.description}' is '{snapshot.status}'.")
+    _check_not_locked(vm)
+    snapshot.status = SnapshotStatus.LOCKED
+    snapshot.save(update_fields=["status", "updated_at"])
+    job = create_job(
+        "RemoveSnapshot",
+        f"Removing snapshot '{snapshot.description}' of VM {vm.name}",
+        user=user,
+        obj=vm,
+        steps=["Merge and remove the snapshot"],
+    )
+    record_event(
+        "USER_REMOVE_SNAPSHOT",
+        f"Snapshot '{snapshot.description}' deletion for VM {vm.name} was initiated by {who(user)}.",
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id,
+    )
+    enqueue("compute.tasks.snapshot_task", str(job.pk), str(snapshot.pk), "remove")
+    return job
+
+
+def vm_failed_event(vm: VirtualMachine, message: str, *, correlation_id: str = "") -> None:
+    record_event("VM_OPERATION_FAILED", message, obj=vm, severity=EventSeverity.ERROR, correlation_id=correlation_id)

@@ -1,0 +1,282 @@
+"""Celery tasks for VMs: lifecycle actions, disks from templates, snapshots, image removal.
+
+Each takes ids (and JSON values), finds its Job and returns at once when the Job already
+ended (redelivery), and reaches hosts only through the host agent client.
+"""
+
+from celery import shared_task
+from django.db import transaction
+
+from hostagent.client import AgentError
+from inventory.audit import JobProgress, record_event, run_job
+from inventory.choices import EventSeverity, HostStatus
+from inventory.models import Host
+from inventory.servicekit import agent_for
+from storage.choices import DiskStatus
+from storage.models import Disk
+
+from .choices import SnapshotStatus, VmStatus
+from .models import Snapshot, Template, VirtualMachine
+from .services import set_vm_status
+
+# The status the host reports after each action, and where the VM goes if it fails.
+OUTCOME = {
+    "start": (VmStatus.UP, VmStatus.DOWN),
+    "shutdown": (VmStatus.DOWN, VmStatus.UP),
+    "stop": (VmStatus.DOWN, None),
+    "reboot": (VmStatus.UP, VmStatus.UP),
+    "suspend": (VmStatus.SUSPENDED, None),
+    "resume": (VmStatus.UP, None),
+}
+
+
+def vm_spec(vm: VirtualMachine) -> dict:
+    """What a host needs to run the VM: plain JSON, built from the inventory."""
+    attachments = vm.disk_attachments.select_related("disk__storage_domain", "disk__backing_disk").filter(active=True)
+    nics = vm.nics.select_related("profile__network").filter(plugged=True)
+    return {
+        "id": str(vm.pk),
+        "name": vm.name,
+        "description": vm.description,
+        "vcpus": vm.vcpus,
+        "memory_mib": vm.memory_mib,
+        "guaranteed_memory_mib": vm.guaranteed_memory_mib,
+        "os_type": vm.os_type,
+        "console_type": vm.console_type,
+        "disks": [
+            {
+                "id": str(a.disk_id),
+                "storage_domain_id": str(a.disk.storage_domain_id),
+                "domain_path": a.disk.storage_domain.path,
+                "format": a.disk.format,
+                "interface": a.interface,
+                "bootable": a.bootable,
+                "read_only": a.read_only,
+                "backing_id": str(a.disk.backing_disk_id) if a.disk.backing_disk_id else None,
+            }
+            for a in attachments
+        ],
+        "nics": [
+            {
+                "name": n.name,
+                "mac": n.mac,
+                "model": n.interface,
+                "network": n.profile.network.name if n.profile_id else None,
+                "vlan": n.profile.network.vlan_tag if n.profile_id else None,
+                "linked": n.linked,
+            }
+            for n in nics
+        ],
+    }
+
+
+def storage_host(data_center_id) -> Host:
+    """An up host of the data center to run image operations on."""
+    host = Host.objects.filter(cluster__data_center_id=data_center_id, status=HostStatus.UP).order_by("name").first()
+    if host is None:
+        raise AgentError("No host of the data center is up to run the storage operation.")
+    return host
+
+
+@shared_task(name="compute.tasks.vm_action_task", acks_late=True)
+def vm_action_task(job_id: str, vm_id: str, action: str) -> None:
+    success, on_failure = OUTCOME[action]
+
+    def work(progress: JobProgress) -> None:
+        vm = VirtualMachine.objects.select_related("run_on_host").get(pk=vm_id)
+        host = vm.run_on_host
+        progress.step(1)
+        try:
+            if host is None:
+                if action == "stop" and vm.status == VmStatus.SUSPENDED:
+                    pass  # discarding the saved state needs no host
+                else:
+                    raise AgentError(f"VM {vm.name} has no host to {action} it on.")
+            else:
+                agent = agent_for(host)
+                vm_key = str(vm.pk)
+                if action == "start":
+                    result = agent.create_vm(vm_spec(vm))
+                elif action == "shutdown":
+                    result = agent.shutdown_vm(vm_key)
+                elif action == "stop":
+                    result = agent.destroy_vm(vm_key)
+                elif action == "reboot":
+                    result = agent.reboot_vm(vm_key)
+                elif action == "suspend":
+                    result = agent.suspend_vm(vm_key, state_path=f"{vm_key}.state")
+                elif action == "resume" and vm.status == VmStatus.WAIT_FOR_LAUNCH:
+                    result = agent.restore_vm(vm_key, state_path=f"{vm_key}.state", spec=vm_spec(vm))
+                else:
+                    result = agent.resume_vm(vm_key)
+                if result.get("status") not in (None, success):
+                    raise AgentError(f"Host {host.name} reported VM {vm.name} as {result.get('status')}.")
+        except AgentError as exc:
+            with transaction.atomic():
+                vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
+                if on_failure is not None and vm.status != on_failure:
+                    set_vm_status(vm, on_failure, host=None if on_failure == VmStatus.DOWN else False)
+                record_event(
+                    f"USER_FAILED_{action.upper()}_VM",
+                    f"Failed to {action} VM {vm.name}: {exc}",
+                    obj=vm,
+                    severity=EventSeverity.ERROR,
+                    correlation_id=job_id,
+                )
+            raise
+        if len(progress.job().steps.all()) > 1:
+            progress.step(2)
+        with transaction.atomic():
+            vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
+            keeps_host = success in (VmStatus.UP, VmStatus.PAUSED)
+            set_vm_status(vm, success, host=False if keeps_host else None)
+            record_event(
+                f"VM_{action.upper()}_DONE",
+                _done_message(action, vm, host),
+                obj=vm,
+                correlation_id=job_id,
+                host_id=host.pk if host else None,
+            )
+
+    run_job(job_id, work)
+
+
+def _done_message(action: str, vm: VirtualMachine, host: Host | None) -> str:
+    where = f" on host {host.name}" if host else ""
+    return {
+        "start": f"VM {vm.name} started{where}.",
+        "shutdown": f"VM {vm.name} is down (shut down by the guest).",
+        "stop": f"VM {vm.name} is down (powered off).",
+        "reboot": f"VM {vm.name} was rebooted{where}.",
+        "suspend": f"VM {vm.name} was suspended to storage.",
+        "resume": f"VM {vm.name} was resumed{where}.",
+    }[action]
+
+
+def _create_images(progress: JobProgress, disks: list[Disk], *, source_of=None) -> None:
+    """Create each disk's image on a host of its data center; disks end ok or illegal."""
+    for number, disk in enumerate(disks, start=1):
+        progress.step(number)
+        if disk.status == DiskStatus.OK:
+            continue  # done before a redelivery
+        domain = disk.storage_domain
+        try:
+            host = storage_host(domain.data_center_id)
+            image = {
+                "id": str(disk.pk),
+                "domain_path": domain.path,
+                "size": disk.provisioned_size,
+                "format": disk.format,
+                "allocation": disk.allocation,
+                "backing_id": str(disk.backing_disk_id) if disk.backing_disk_id else None,
+            }
+            if source_of is not None:
+                image["copy_from_id"] = source_of[str(disk.pk)]
+            result = agent_for(host).image_create(image)
+        except AgentError:
+            Disk.objects.filter(pk__in=[d.pk for d in disks if d.status != DiskStatus.OK]).update(
+                status=DiskStatus.ILLEGAL
+            )
+            raise
+        Disk.objects.filter(pk=disk.pk).update(status=DiskStatus.OK, actual_size=result.get("actual_size", 0))
+        disk.status = DiskStatus.OK
+
+
+@shared_task(name="compute.tasks.create_vm_disks_task", acks_late=True)
+def create_vm_disks_task(job_id: str, vm_id: str) -> None:
+    def work(progress: JobProgress) -> None:
+        disks = list(Disk.objects.filter(attachments__vm_id=vm_id).select_related("storage_domain").order_by("alias"))
+        try:
+            _create_images(progress, disks)
+        finally:
+            with transaction.atomic():
+                vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
+                if vm.status == VmStatus.IMAGE_LOCKED:
+                    set_vm_status(vm, VmStatus.DOWN)
+        record_event(
+            "USER_ADD_VM_FINISHED_SUCCESS", f"VM {vm.name} creation has been completed.", obj=vm, correlation_id=job_id
+        )
+
+    run_job(job_id, work)
+
+
+@shared_task(name="compute.tasks.copy_template_disks_task", acks_late=True)
+def copy_template_disks_task(job_id: str, template_id: str, vm_id: str, pairs: list) -> None:
+    def work(progress: JobProgress) -> None:
+        source_of = {copy_id: source_id for source_id, copy_id in pairs}
+        disks = list(Disk.objects.filter(pk__in=source_of).select_related("storage_domain").order_by("alias"))
+        try:
+            _create_images(progress, disks, source_of=source_of)
+        finally:
+            with transaction.atomic():
+                vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id).first()
+                if vm is not None and vm.status == VmStatus.IMAGE_LOCKED:
+                    set_vm_status(vm, VmStatus.DOWN)
+        template = Template.objects.get(pk=template_id)
+        record_event(
+            "USER_ADD_VM_TEMPLATE_FINISHED_SUCCESS",
+            f"Creation of template {template} has been completed.",
+            obj=template,
+            correlation_id=job_id,
+        )
+
+    run_job(job_id, work)
+
+
+@shared_task(name="compute.tasks.remove_images_task", acks_late=True)
+def remove_images_task(job_id: str, images: list) -> None:
+    def work(progress: JobProgress) -> None:
+        for number, image in enumerate(images, start=1):
+            progress.step(number)
+            host = storage_host(image["data_center_id"] or None)
+            agent_for(host).image_remove(image)
+
+    run_job(job_id, work)
+
+
+@shared_task(name="compute.tasks.snapshot_task", acks_late=True)
+def snapshot_task(job_id: str, snapshot_id: str, operation: str) -> None:
+    def work(progress: JobProgress) -> None:
+        snapshot = Snapshot.objects.select_related("vm__run_on_host").get(pk=snapshot_id)
+        vm = snapshot.vm
+        progress.step(1)
+        try:
+            host = vm.run_on_host or storage_host(vm.data_center_id)
+            agent = agent_for(host)
+            if operation == "create":
+                agent.snapshot_create(
+                    str(vm.pk),
+                    {"id": snapshot_id, "description": snapshot.description, "with_memory": snapshot.with_memory},
+                )
+            elif operation == "revert":
+                agent.snapshot_revert(str(vm.pk), snapshot_id)
+            else:
+                agent.snapshot_delete(str(vm.pk), snapshot_id)
+        except AgentError:
+            with transaction.atomic():
+                if operation == "create":
+                    Snapshot.objects.filter(pk=snapshot_id).delete()
+                else:
+                    Snapshot.objects.filter(pk=snapshot_id).update(status=SnapshotStatus.OK)
+                _unlock(vm.pk)
+            raise
+        with transaction.atomic():
+            if operation == "remove":
+                Snapshot.objects.filter(pk=snapshot_id).delete()
+            else:
+                Snapshot.objects.filter(pk=snapshot_id).update(status=SnapshotStatus.OK)
+            _unlock(vm.pk)
+            record_event(
+                f"USER_{operation.upper()}_SNAPSHOT_FINISHED_SUCCESS",
+                f"Snapshot '{snapshot.description}' of VM {vm.name}: {operation} completed.",
+                obj=vm,
+                correlation_id=job_id,
+            )
+
+    run_job(job_id, work)
+
+
+def _unlock(vm_id) -> None:
+    vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
+    if vm.status == VmStatus.IMAGE_LOCKED:
+        set_vm_status(vm, VmStatus.DOWN)

@@ -1,0 +1,318 @@
+"""VM, template and snapshot services: the engine's rules, with simulated hosts."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from compute import services
+from compute.choices import VmStatus
+from compute.models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
+from compute.tasks import snapshot_task, vm_action_task
+from hostagent.client import AgentError, SimulatedAgentClient
+from inventory.choices import HostStatus, JobStatus
+from inventory.exceptions import ConflictError
+from inventory.models import Event, Job
+from tests.factories import make_cluster, make_host, make_vm
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Celery tasks enqueued on commit, recorded instead of sent."""
+    calls = []
+    from olvm_site.celery import app
+
+    monkeypatch.setattr(app, "send_task", lambda name, args=(), **kw: calls.append((name, list(args))))
+    return calls
+
+
+def run_enqueued(sent):
+    import compute.tasks as ct
+
+    for name, args in sent:
+        if name.startswith("compute.tasks."):
+            getattr(ct, name.rsplit(".", 1)[1])(*args)
+    sent.clear()
+
+
+def test_create_vm_from_blank_takes_template_defaults(admin_user):
+    cluster = make_cluster()
+    vm, job = services.create_vm(user=admin_user, cluster=cluster, name="web-1")
+    assert job is None
+    assert vm.template_id is not None and str(vm.template_id) == BLANK_TEMPLATE_ID
+    assert (vm.vcpus, vm.memory_mib, vm.guaranteed_memory_mib, vm.status) == (1, 1024, 1024, "down")
+    assert vm.data_center_id == cluster.data_center_id
+    event = Event.objects.get(code="USER_ADD_VM")
+    assert event.vm_id == vm.pk and event.username == "admin"
+
+
+def test_instance_type_sets_hardware_and_conflicting_values_are_refused(admin_user):
+    cluster = make_cluster()
+    medium = InstanceType.objects.get(name="Medium")
+    vm, _ = services.create_vm(user=admin_user, cluster=cluster, name="m1", instance_type=medium)
+    assert (vm.vcpus, vm.memory_mib) == (2, 4096)
+    with pytest.raises(ValidationError) as refused:
+        services.create_vm(user=admin_user, cluster=cluster, name="m2", instance_type=medium, vcpus=8)
+    assert "vcpus" in refused.value.message_dict
+    assert not VirtualMachine.objects.filter(name="m2").exists()
+
+
+def test_vm_names_are_unique_per_data_center_not_globally(admin_user):
+    cluster = make_cluster()
+    other_dc_cluster = make_cluster()
+    services.create_vm(user=admin_user, cluster=cluster, name="dup")
+    services.create_vm(user=admin_user, cluster=other_dc_cluster, name="dup")
+    with pytest.raises(ValidationError) as refused:
+        services.create_vm(user=admin_user, cluster=cluster, name="dup")
+    assert "already exists" in refused.value.message_dict["name"][0]
+    assert VirtualMachine.objects.filter(name="dup").count() == 2
+
+
+def test_vcpus_and_memory_stay_within_cluster_limits(admin_user):
+    cluster = make_cluster()
+    cluster.max_vm_vcpus, cluster.max_vm_memory_mib = 4, 8192
+    cluster.save()
+    with pytest.raises(ValidationError) as refused:
+        services.create_vm(user=admin_user, cluster=cluster, name="big", vcpus=5, memory_mib=16384)
+    assert set(refused.value.message_dict) >= {"vcpus", "memory_mib"}
+    with pytest.raises(ValidationError):
+        services.create_vm(user=admin_user, cluster=cluster, name="g", memory_mib=1024, guaranteed_memory_mib=2048)
+    assert VirtualMachine.objects.count() == 0
+    assert Event.objects.filter(code="USER_ADD_VM").count() == 0
+
+
+def test_pinned_hosts_must_belong_to_the_cluster(admin_user):
+    cluster = make_cluster()
+    stranger = make_host(cluster=make_cluster())
+    with pytest.raises(ValidationError) as refused:
+        services.create_vm(
+            user=admin_user, cluster=cluster, name="p", placement_policy="pinned", pinned_hosts=[stranger]
+        )
+    assert "pinned_hosts" in refused.value.message_dict
+
+
+def test_start_places_on_an_up_host_and_the_task_brings_it_up(admin_user, sent, django_capture_on_commit_callbacks):
+    cluster = make_cluster()
+    make_host(cluster=cluster, name="down-host", status=HostStatus.MAINTENANCE)
+    host = make_host(cluster=cluster, name="good-host")
+    vm = make_vm(cluster=cluster)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.start_vm(vm, user=admin_user)
+    vm.refresh_from_db()
+    assert (vm.status, vm.run_on_host_id) == (VmStatus.WAIT_FOR_LAUNCH, host.pk)
+    assert sent == [("compute.tasks.vm_action_task", [str(job.pk), str(vm.pk), "start"])]
+    run_enqueued(sent)
+    vm.refresh_from_db()
+    job.refresh_from_db()
+    assert (vm.status, job.status, job.progress) == (VmStatus.UP, JobStatus.FINISHED, 100)
+    assert list(job.steps.values_list("status", flat=True)) == ["finished", "finished"]
+    assert Event.objects.filter(code="VM_START_DONE", vm_id=vm.pk, host_id=host.pk).exists()
+
+
+def test_starting_an_up_vm_is_a_conflict_naming_the_state(admin_user):
+    vm = make_vm(status=VmStatus.UP, run_on_host=make_host())
+    with pytest.raises(ConflictError, match="Cannot start a VM whose status is 'up'"):
+        services.start_vm(vm, user=admin_user)
+    assert Job.objects.count() == 0
+
+
+def test_no_host_fits_explains_every_host(admin_user):
+    cluster = make_cluster()
+    make_host(cluster=cluster, name="small", memory_mib=512)
+    make_host(cluster=cluster, name="off", status=HostStatus.MAINTENANCE)
+    vm = make_vm(cluster=cluster, memory_mib=4096, guaranteed_memory_mib=4096)
+    with pytest.raises(ConflictError) as refused:
+        services.start_vm(vm, user=admin_user)
+    message = refused.value.message
+    assert "off: filtered by status: host is maintenance" in message
+    assert "small: filtered by memory: needs 4096 MiB guaranteed, 512 MiB available" in message
+    vm.refresh_from_db()
+    assert vm.status == VmStatus.DOWN
+
+
+def test_memory_of_running_vms_counts_against_the_host(admin_user):
+    cluster = make_cluster()
+    host = make_host(cluster=cluster, memory_mib=4096)
+    make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=host, guaranteed_memory_mib=3072, memory_mib=3072)
+    vm = make_vm(cluster=cluster, memory_mib=2048, guaranteed_memory_mib=2048)
+    with pytest.raises(ConflictError, match="1024 MiB available"):
+        services.start_vm(vm, user=admin_user)
+    cluster.memory_overcommit_percent = 150
+    cluster.save()
+    services.start_vm(vm, user=admin_user)
+
+
+def test_failed_start_puts_the_vm_down_and_fails_the_job(
+    admin_user, sent, monkeypatch, django_capture_on_commit_callbacks
+):
+    def broken(self, spec):
+        raise AgentError("qemu: could not allocate memory")
+
+    monkeypatch.setattr(SimulatedAgentClient, "create_vm", broken)
+    cluster = make_cluster()
+    make_host(cluster=cluster)
+    vm = make_vm(cluster=cluster)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.start_vm(vm, user=admin_user)
+    run_enqueued(sent)
+    vm.refresh_from_db()
+    job.refresh_from_db()
+    assert (vm.status, vm.run_on_host_id) == (VmStatus.DOWN, None)
+    assert job.status == JobStatus.FAILED and job.error == "qemu: could not allocate memory"
+    assert Event.objects.get(code="USER_FAILED_START_VM").severity == "error"
+
+
+def test_a_redelivered_task_does_nothing(admin_user, sent, django_capture_on_commit_callbacks):
+    cluster = make_cluster()
+    make_host(cluster=cluster)
+    vm = make_vm(cluster=cluster)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.start_vm(vm, user=admin_user)
+    args = sent[0][1]
+    run_enqueued(sent)
+    events = Event.objects.count()
+    vm_action_task(*args)
+    assert Event.objects.count() == events
+    vm.refresh_from_db()
+    assert vm.status == VmStatus.UP
+    assert Job.objects.get(pk=job.pk).status == JobStatus.FINISHED
+
+
+def test_a_second_action_while_a_job_runs_is_refused(admin_user):
+    cluster = make_cluster()
+    host = make_host(cluster=cluster)
+    vm = make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=host)
+    services.reboot_vm(vm, user=admin_user)
+    vm.refresh_from_db()
+    with pytest.raises(ConflictError):
+        services.stop_vm(vm, user=admin_user)
+
+
+@pytest.mark.parametrize(
+    ("action", "start", "transitional", "end"),
+    [
+        ("shutdown_vm", VmStatus.UP, VmStatus.POWERING_DOWN, VmStatus.DOWN),
+        ("stop_vm", VmStatus.UP, VmStatus.UP, VmStatus.DOWN),
+        ("reboot_vm", VmStatus.UP, VmStatus.REBOOT_IN_PROGRESS, VmStatus.UP),
+        ("suspend_vm", VmStatus.UP, VmStatus.UP, VmStatus.SUSPENDED),
+        ("resume_vm", VmStatus.PAUSED, VmStatus.PAUSED, VmStatus.UP),
+        ("resume_vm", VmStatus.SUSPENDED, VmStatus.WAIT_FOR_LAUNCH, VmStatus.UP),
+        ("stop_vm", VmStatus.SUSPENDED, VmStatus.SUSPENDED, VmStatus.DOWN),
+    ],
+)
+def test_vm_actions_move_through_their_statuses(
+    admin_user, sent, django_capture_on_commit_callbacks, action, start, transitional, end
+):
+    cluster = make_cluster()
+    host = make_host(cluster=cluster)
+    on_host = host if start != VmStatus.SUSPENDED else None
+    vm = make_vm(cluster=cluster, status=start, run_on_host=on_host)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = getattr(services, action)(vm, user=admin_user)
+    vm.refresh_from_db()
+    assert vm.status == transitional
+    run_enqueued(sent)
+    vm.refresh_from_db()
+    assert vm.status == end
+    assert (vm.run_on_host_id is None) == (end in (VmStatus.DOWN, VmStatus.SUSPENDED))
+    assert Job.objects.get(pk=job.pk).status == JobStatus.FINISHED
+
+
+def test_edit_of_a_running_vm_applies_live_fields_and_keeps_the_rest_for_next_run(
+    admin_user, sent, django_capture_on_commit_callbacks
+):
+    cluster = make_cluster()
+    host = make_host(cluster=cluster)
+    vm = make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=host, memory_mib=1024, guaranteed_memory_mib=1024)
+    vm = services.update_vm(vm, user=admin_user, description="db server", memory_mib=2048, vcpus=2)
+    vm.refresh_from_db()
+    assert vm.description == "db server"
+    assert (vm.memory_mib, vm.vcpus) == (1024, 1)
+    assert vm.next_run_config == {"memory_mib": 2048, "vcpus": 2}
+    assert "next run: memory_mib, vcpus" in Event.objects.get(code="USER_UPDATE_VM").message
+    with django_capture_on_commit_callbacks(execute=True):
+        services.stop_vm(vm, user=admin_user)
+    run_enqueued(sent)
+    vm.refresh_from_db()
+    assert (vm.status, vm.memory_mib, vm.vcpus, vm.next_run_config) == (VmStatus.DOWN, 2048, 2, {})
+
+
+def test_edit_of_a_running_vm_validates_the_next_run_values(admin_user):
+    vm = make_vm(status=VmStatus.UP, run_on_host=make_host())
+    with pytest.raises(ValidationError):
+        services.update_vm(vm, user=admin_user, guaranteed_memory_mib=999999)
+    vm.refresh_from_db()
+    assert vm.next_run_config == {}
+
+
+def test_edit_of_a_down_vm_applies_everything(admin_user):
+    vm = make_vm()
+    services.update_vm(vm, user=admin_user, vcpus=4, name="renamed")
+    vm.refresh_from_db()
+    assert (vm.vcpus, vm.name, vm.next_run_config) == (4, "renamed", {})
+
+
+def test_a_vm_that_is_not_down_cannot_be_removed(admin_user):
+    vm = make_vm(status=VmStatus.UP, run_on_host=make_host())
+    with pytest.raises(ConflictError, match="only a VM that is down can be removed"):
+        services.remove_vm(vm, user=admin_user)
+    assert VirtualMachine.objects.filter(pk=vm.pk).exists()
+
+
+def test_remove_a_down_vm(admin_user):
+    vm = make_vm()
+    assert services.remove_vm(vm, user=admin_user) is None
+    assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
+    assert Event.objects.filter(code="USER_REMOVE_VM", vm_id=vm.pk).exists()
+
+
+def test_templates_are_versioned_and_blank_is_protected(admin_user):
+    cluster = make_cluster()
+    base, job = services.create_template(user=admin_user, name="rhel9", cluster=cluster, vcpus=2)
+    assert job is None and base.version_number == 1
+    v2, _ = services.create_template(user=admin_user, name="ignored", base_template=base, version_name="patched")
+    v3, _ = services.create_template(user=admin_user, name="ignored", base_template=v2)
+    assert (v2.name, v2.version_number, v3.version_number, v3.base_template_id) == ("rhel9", 2, 3, base.pk)
+    with pytest.raises(ConflictError, match="has versions"):
+        services.remove_template(base, user=admin_user)
+    with pytest.raises(ConflictError, match="Blank template cannot be removed"):
+        services.remove_template(Template.objects.get(pk=BLANK_TEMPLATE_ID), user=admin_user)
+    vm, _ = services.create_vm(user=admin_user, cluster=cluster, name="from-v3", template=v3)
+    assert vm.vcpus == 2
+    with pytest.raises(ConflictError, match="used by 1 VM"):
+        services.remove_template(v3, user=admin_user)
+
+
+def test_snapshot_create_and_revert(admin_user, sent, django_capture_on_commit_callbacks):
+    cluster = make_cluster()
+    make_host(cluster=cluster)
+    vm = make_vm(cluster=cluster)
+    with pytest.raises(ValidationError):
+        services.create_snapshot(vm, user=admin_user, description="mem", with_memory=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        snapshot, job = services.create_snapshot(vm, user=admin_user, description="before upgrade")
+    assert snapshot.status == "locked"
+    run_enqueued(sent)
+    snapshot.refresh_from_db()
+    assert snapshot.status == "ok"
+    with django_capture_on_commit_callbacks(execute=True):
+        services.revert_snapshot(snapshot, user=admin_user)
+    vm.refresh_from_db()
+    assert vm.status == VmStatus.IMAGE_LOCKED
+    run_enqueued(sent)
+    vm.refresh_from_db()
+    assert vm.status == VmStatus.DOWN
+
+
+def test_failed_snapshot_is_removed_and_job_fails(admin_user, sent, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(
+        SimulatedAgentClient, "snapshot_create", lambda self, vm_id, snap: (_ for _ in ()).throw(AgentError("no space"))
+    )
+    cluster = make_cluster()
+    make_host(cluster=cluster)
+    vm = make_vm(cluster=cluster)
+    with django_capture_on_commit_callbacks(execute=True):
+        snapshot, job = services.create_snapshot(vm, user=admin_user, description="s")
+    snapshot_task(str(job.pk), str(snapshot.pk), "create")
+    assert not Snapshot.objects.filter(pk=snapshot.pk).exists()
+    assert Job.objects.get(pk=job.pk).error == "no space"
