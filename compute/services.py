@@ -418,7 +418,7 @@ def update_vm(vm: VirtualMachine, *, user, **changes) -> VirtualMachine:
         if running:
             vm.next_run_config = {**vm.next_run_config, "pinned_hosts": [str(h.pk) for h in pinned]}
             later["pinned_hosts"] = pinned
-        else:
+        elif {h.pk for h in pinned} != set(vm.pinned_hosts.values_list("pk", flat=True)):
             vm.pinned_hosts.set(pinned)
             changed.append("pinned_hosts")
     save_validated(vm, exclude=["data_center"])

@@ -88,6 +88,9 @@ class LogicalNetwork(OlvmModel):
         constraints = [
             models.UniqueConstraint(fields=["data_center", "name"], name="network_name_unique_per_dc"),
             models.UniqueConstraint(
+                fields=["data_center"], condition=models.Q(is_management=True), name="one_management_network_per_dc"
+            ),
+            models.UniqueConstraint(
                 fields=["data_center", "vlan_tag"],
                 condition=models.Q(vlan_tag__isnull=False),
                 name="network_vlan_unique_per_dc",
@@ -158,6 +161,7 @@ class VmNic(OlvmModel):
         constraints = [
             models.UniqueConstraint(fields=["vm", "name"], name="nic_name_unique_per_vm"),
         ]
+        indexes = [models.Index(fields=["mac_pool", "mac"], name="nic_pool_mac")]
 
     def clean(self) -> None:
         if self.mac:

@@ -19,6 +19,7 @@ def tasks_inline():
     For management commands that must finish their work without a worker (seed_demo)
     and for tests; the task code is the same a worker would run.
     """
+    app.loader.import_default_modules()  # runs the autodiscovery of every app's tasks.py
     original = app.send_task
 
     def run(name, args=None, kwargs=None, **options):

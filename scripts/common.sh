@@ -7,10 +7,15 @@ PY="$VENV/bin/python"
 export PATH="$VENV/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 
-say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
-warn() { printf '\033[1;33mwarning:\033[0m %s\n' "$*" >&2; }
+# Colours only on a terminal (CI logs stay plain).
+C_BLUE="" C_YELLOW="" C_RED="" C_OFF=""
+if [ -t 1 ]; then
+    C_BLUE=$'\033[1;34m' C_YELLOW=$'\033[1;33m' C_RED=$'\033[1;31m' C_OFF=$'\033[0m'
+fi
+say() { printf '%s==>%s %s\n' "$C_BLUE" "$C_OFF" "$*"; }
+warn() { printf '%swarning:%s %s\n' "$C_YELLOW" "$C_OFF" "$*" >&2; }
 die() {
-    printf '\033[1;31merror:\033[0m %s\n' "$*" >&2
+    printf '%serror:%s %s\n' "$C_RED" "$C_OFF" "$*" >&2
     exit 1
 }
 

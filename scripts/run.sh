@@ -33,7 +33,7 @@ if [ -z "${OLVM_ADMIN_PASSWORD:-}" ]; then
 fi
 export OLVM_ADMIN_PASSWORD
 say "admin user"
-"$PY" manage.py shell -c '
+"$PY" manage.py shell --no-imports -c '
 import os
 from django.contrib.auth import get_user_model
 

@@ -66,4 +66,4 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
     touch node_modules
 fi
 
-mkdir -p "$VAR"
+mkdir -p "$VAR/static" # STATIC_ROOT: whitenoise warns when it is missing

@@ -6,7 +6,8 @@ source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/olvm}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+# Tests use their own Redis db so a running `make run` worker (db 0) never takes their tasks.
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/1}"
 "$ROOT/scripts/ensure_services.sh" postgres
 "$ROOT/scripts/ensure_services.sh" redis
 
