@@ -355,23 +355,19 @@ def _create_overlays(vm: VirtualMachine, template_disks, *, user) -> Job:
 
 
 def _reserve(disks) -> None:
-    """Count new thin disks against their domains' over-commit limit; refuse when it is full."""
+    """Count new disks against their domains' space (storage's rule), domains locked in pk order."""
     from storage.models import StorageDomain
+    from storage.services import reserve_space
 
-    by_domain: dict = {}
+    domains = {
+        d.pk: d
+        for d in StorageDomain.objects.select_for_update()
+        .filter(pk__in={disk.storage_domain_id for disk in disks})
+        .order_by("pk")
+    }
     for disk in disks:
-        by_domain[disk.storage_domain_id] = by_domain.get(disk.storage_domain_id, 0) + disk.provisioned_size
-    for domain in StorageDomain.objects.select_for_update().filter(pk__in=by_domain).order_by("pk"):
-        size = by_domain[domain.pk]
-        if domain.committed_bytes + size > domain.overcommit_limit_bytes:
-            raise ValidationError(
-                {
-                    "storage_domain": f"Storage domain {domain.name} cannot hold {size} more bytes: "
-                    f"{domain.committed_bytes} committed of {domain.overcommit_limit_bytes} allowed."
-                }
-            )
-        domain.committed_bytes += size
-        domain.save(update_fields=["committed_bytes"])
+        reserve_space(domains[disk.storage_domain_id], disk.provisioned_size, disk.allocation)
+        domains[disk.storage_domain_id].refresh_from_db()
 
 
 def _check_unique_name(vm: VirtualMachine) -> None:
@@ -467,27 +463,15 @@ def remove_vm(vm: VirtualMachine, *, user, remove_disks: bool = True) -> Job | N
 
 def _remove_images(disks, *, user, obj, description: str) -> Job | None:
     """Delete disk rows now (giving back their space) and their images through a Job."""
-    from storage.models import StorageDomain
-
     if not disks:
         return None
-    images = []
-    for disk in disks:
-        images.append(
-            {
-                "id": str(disk.pk),
-                "storage_domain_id": str(disk.storage_domain_id),
-                "data_center_id": str(disk.storage_domain.data_center_id or ""),
-                "path": disk.storage_domain.path,
-                "format": disk.format,
-            }
-        )
-    sizes: dict = {}
-    for disk in disks:
-        sizes[disk.storage_domain_id] = sizes.get(disk.storage_domain_id, 0) + disk.provisioned_size
-    for domain in StorageDomain.objects.select_for_update().filter(pk__in=sizes).order_by("pk"):
-        domain.committed_bytes = max(0, domain.committed_bytes - sizes[domain.pk])
-        domain.save(update_fields=["committed_bytes"])
+    from storage.tasks import image_spec
+
+    images = [{**image_spec(d), "data_center_id": str(d.storage_domain.data_center_id or "")} for d in disks]
+    from storage.services import release_space
+
+    for disk in sorted(disks, key=lambda d: d.storage_domain_id):
+        release_space(disk.storage_domain, disk.provisioned_size, disk.allocation)
     for disk in disks:
         disk.attachments.all().delete()
         disk.delete()

@@ -9,11 +9,12 @@ from django.db import transaction
 
 from hostagent.client import AgentError
 from inventory.audit import JobProgress, record_event, run_job
-from inventory.choices import EventSeverity, HostStatus
+from inventory.choices import EventSeverity
 from inventory.models import Host
 from inventory.servicekit import agent_for
 from storage.choices import DiskStatus
 from storage.models import Disk
+from storage.tasks import disk_device_spec, image_spec, up_host
 
 from .choices import SnapshotStatus, VmStatus
 from .models import Snapshot, Template, VirtualMachine
@@ -43,19 +44,7 @@ def vm_spec(vm: VirtualMachine) -> dict:
         "guaranteed_memory_mib": vm.guaranteed_memory_mib,
         "os_type": vm.os_type,
         "console_type": vm.console_type,
-        "disks": [
-            {
-                "id": str(a.disk_id),
-                "storage_domain_id": str(a.disk.storage_domain_id),
-                "domain_path": a.disk.storage_domain.path,
-                "format": a.disk.format,
-                "interface": a.interface,
-                "bootable": a.bootable,
-                "read_only": a.read_only,
-                "backing_id": str(a.disk.backing_disk_id) if a.disk.backing_disk_id else None,
-            }
-            for a in attachments
-        ],
+        "disks": [disk_device_spec(a) for a in attachments],
         "nics": [
             {
                 "name": n.name,
@@ -72,7 +61,7 @@ def vm_spec(vm: VirtualMachine) -> dict:
 
 def storage_host(data_center_id) -> Host:
     """An up host of the data center to run image operations on."""
-    host = Host.objects.filter(cluster__data_center_id=data_center_id, status=HostStatus.UP).order_by("name").first()
+    host = up_host(data_center_id)
     if host is None:
         raise AgentError("No host of the data center is up to run the storage operation.")
     return host
@@ -159,17 +148,9 @@ def _create_images(progress: JobProgress, disks: list[Disk], *, source_of=None) 
         progress.step(number)
         if disk.status == DiskStatus.OK:
             continue  # done before a redelivery
-        domain = disk.storage_domain
         try:
-            host = storage_host(domain.data_center_id)
-            image = {
-                "id": str(disk.pk),
-                "domain_path": domain.path,
-                "size": disk.provisioned_size,
-                "format": disk.format,
-                "allocation": disk.allocation,
-                "backing_id": str(disk.backing_disk_id) if disk.backing_disk_id else None,
-            }
+            host = storage_host(disk.storage_domain.data_center_id)
+            image = image_spec(disk)
             if source_of is not None:
                 image["copy_from_id"] = source_of[str(disk.pk)]
             result = agent_for(host).image_create(image)
