@@ -44,7 +44,11 @@ def object_refs(obj: models.Model | None) -> dict:
             host_id=obj.run_on_host_id,
         )
     elif label == "compute.Template":
-        refs.update(object_type=ObjectType.TEMPLATE, cluster_id=obj.cluster_id)
+        refs.update(
+            object_type=ObjectType.TEMPLATE,
+            cluster_id=obj.cluster_id,
+            data_center_id=obj.cluster.data_center_id if obj.cluster_id else None,
+        )
     elif label == "compute.InstanceType":
         refs.update(object_type=ObjectType.INSTANCE_TYPE)
     elif label == "compute.Snapshot":

@@ -104,7 +104,9 @@ def create_cluster(*, user, data_center: DataCenter, **fields) -> Cluster:
 
     check_fields(Cluster, fields, CLUSTER_FIELDS)
     if "mac_pool" not in fields or fields["mac_pool"] is None:
-        fields["mac_pool"] = MacPool.objects.get(name="Default")
+        fields["mac_pool"] = MacPool.objects.filter(name="Default").first()
+        if fields["mac_pool"] is None:
+            raise ValidationError({"mac_pool": "Choose a MAC pool (there is no Default pool)."})
     cluster = save_validated(Cluster(data_center=data_center, **fields))
     management = LogicalNetwork.objects.filter(data_center=data_center, is_management=True).first()
     if management is not None:

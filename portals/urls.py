@@ -1,9 +1,86 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
 
 app_name = "portals"
 
+
+def crud(prefix: str, name: str, list_view, detail_view, edit_view, remove_view) -> list:
+    """The five routes of one object type: list, add, detail, edit, remove."""
+    return [
+        path(f"{prefix}/", list_view.as_view(), name=f"{name}-list"),
+        path(f"{prefix}/add/", edit_view.as_view(), name=f"{name}-add"),
+        path(f"{prefix}/<uuid:pk>/", detail_view.as_view(), name=f"{name}-detail"),
+        path(f"{prefix}/<uuid:pk>/edit/", edit_view.as_view(), name=f"{name}-edit"),
+        path(f"{prefix}/<uuid:pk>/remove/", remove_view.as_view(), name=f"{name}-remove"),
+    ]
+
+
 urlpatterns = [
     path("", views.DashboardView.as_view(), name="dashboard"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    *crud(
+        "data-centers",
+        "datacenter",
+        views.DataCenterListView,
+        views.DataCenterDetailView,
+        views.DataCenterEditView,
+        views.DataCenterRemoveView,
+    ),
+    *crud(
+        "clusters",
+        "cluster",
+        views.ClusterListView,
+        views.ClusterDetailView,
+        views.ClusterEditView,
+        views.ClusterRemoveView,
+    ),
+    *crud("hosts", "host", views.HostListView, views.HostDetailView, views.HostEditView, views.HostRemoveView),
+    path("hosts/<uuid:pk>/<slug:action>/", views.HostActionView.as_view(), name="host-action"),
+    *crud("vms", "vm", views.VmListView, views.VmDetailView, views.VmEditView, views.VmRemoveView),
+    path("vms/<uuid:pk>/snapshots/add/", views.SnapshotCreateView.as_view(), name="vm-snapshot-add"),
+    path("vms/<uuid:pk>/<slug:action>/", views.VmActionView.as_view(), name="vm-action"),
+    *crud(
+        "templates",
+        "template",
+        views.TemplateListView,
+        views.TemplateDetailView,
+        views.TemplateEditView,
+        views.TemplateRemoveView,
+    ),
+    *crud(
+        "networks",
+        "network",
+        views.NetworkListView,
+        views.NetworkDetailView,
+        views.NetworkEditView,
+        views.NetworkRemoveView,
+    ),
+    *crud(
+        "vnic-profiles",
+        "vnicprofile",
+        views.VnicProfileListView,
+        views.VnicProfileDetailView,
+        views.VnicProfileEditView,
+        views.VnicProfileRemoveView,
+    ),
+    *crud(
+        "storage-domains",
+        "storagedomain",
+        views.StorageDomainListView,
+        views.StorageDomainDetailView,
+        views.StorageDomainEditView,
+        views.StorageDomainRemoveView,
+    ),
+    *crud("disks", "disk", views.DiskListView, views.DiskDetailView, views.DiskEditView, views.DiskRemoveView),
+    path("users/", views.UserListView.as_view(), name="user-list"),
+    path("events/", views.EventListView.as_view(), name="event-list"),
+    path("jobs/", views.JobListView.as_view(), name="job-list"),
+    path("jobs/<uuid:pk>/", views.JobDetailView.as_view(), name="job-detail"),
 ]

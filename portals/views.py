@@ -1,6 +1,1191 @@
-from django.contrib.auth.mixins import LoginRequiredMixin
-from django.views.generic import TemplateView
+"""The administration portal: server-rendered pages over the engine's services.
+
+Reads go through the querysets declared here (select_related and annotations fixed per
+page, so a page costs the same number of queries at 3 or 20,000 VMs); every write calls
+one service function and turns its errors into form errors (ValidationError) or a
+message banner (ConflictError).
+"""
+
+import copy
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
+from django.core.exceptions import ValidationError
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
+from django.views import View
+from django.views.generic import DetailView, TemplateView
+from django_filters.views import FilterView
+from django_tables2 import RequestConfig, SingleTableMixin
+
+from compute import services as compute_services
+from compute.choices import VmStatus
+from compute.models import Snapshot, Template, VirtualMachine
+from compute.statemachine import ACTIONS, RUNNING
+from inventory import services as inventory_services
+from inventory.choices import HostStatus, JobStatus
+from inventory.exceptions import ConflictError
+from inventory.models import Cluster, DataCenter, Event, Host, Job
+from networking import services as networking_services
+from networking.models import ClusterNetwork, LogicalNetwork, VmNic, VnicProfile
+from storage import services as storage_services
+from storage.models import Disk, DiskAttachment, StorageDomain
+
+from . import filtersets, forms, tables
+from .search import HOST_FIELDS, VM_FIELDS
+
+PAGE_SIZE = 50
+TAB_PAGE_SIZE = 50
 
 
-class DashboardView(LoginRequiredMixin, TemplateView):
+class StaffRequiredMixin(LoginRequiredMixin, UserPassesTestMixin):
+    """Anonymous users are sent to the login page; signed-in non-staff users get a 403."""
+
+    permission_denied_message = (
+        "The administration portal is for administrators. Your account is not one; "
+        "ask an administrator for access (the VM portal for users comes later)."
+    )
+
+    def test_func(self) -> bool:
+        return self.request.user.is_staff
+
+
+class PortalMixin(StaffRequiredMixin):
+    title = ""
+    section = ""  # the top-navigation entry to highlight: its URL name
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.setdefault("title", self.title)
+        context["section"] = self.section
+        return context
+
+
+def count_of(model, field: str, **filters) -> Subquery:
+    """A correlated COUNT(*) of `model` rows whose `field` points at the outer row."""
+    rows = model.objects.filter(**{field: OuterRef("pk")}, **filters).order_by().values(field)
+    return Coalesce(
+        Subquery(rows.annotate(n=Count("*")).values("n"), output_field=IntegerField()),
+        Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def sum_of(model, field: str, column: str, **filters) -> Subquery:
+    rows = model.objects.filter(**{field: OuterRef("pk")}, **filters).order_by().values(field)
+    return Coalesce(
+        Subquery(rows.annotate(total=Sum(column)).values("total"), output_field=IntegerField()),
+        Value(0),
+        output_field=IntegerField(),
+    )
+
+
+def label(obj) -> str:
+    """How the portal names an object: disks by their alias, the rest by str()."""
+    return getattr(obj, "alias", None) or str(obj)
+
+
+def split_result(result) -> tuple[Any, Job | None]:
+    """Services return an object, a Job, or (object, Job): give both, either may be None."""
+    if isinstance(result, tuple):
+        return result[0], result[1]
+    if isinstance(result, Job):
+        return None, result
+    return result, None
+
+
+def job_started(request, job: Job | None, text: str = "") -> None:
+    if job is None:
+        if text:
+            messages.success(request, text)
+        return
+    messages.success(
+        request,
+        format_html(
+            '{}Job started: <a href="{}" class="alert-link">{}</a>.',
+            f"{text} " if text else "",
+            job.get_absolute_url(),
+            job.description,
+        ),
+    )
+
+
+# Querysets of every page: the related rows each table shows, fetched in the same query ----
+
+
+def datacenter_queryset():
+    return DataCenter.objects.annotate(cluster_count=count_of(Cluster, "data_center"))
+
+
+def cluster_queryset():
+    return Cluster.objects.select_related("data_center").annotate(
+        host_count=count_of(Host, "cluster"), vm_count=count_of(VirtualMachine, "cluster")
+    )
+
+
+def host_queryset():
+    return Host.objects.select_related("cluster__data_center").annotate(
+        vm_count=count_of(VirtualMachine, "run_on_host")
+    )
+
+
+def vm_queryset():
+    return VirtualMachine.objects.select_related("cluster", "data_center", "run_on_host")
+
+
+def template_queryset():
+    return Template.objects.select_related("cluster")
+
+
+def network_queryset():
+    return LogicalNetwork.objects.select_related("data_center")
+
+
+def vnic_profile_queryset():
+    return VnicProfile.objects.select_related("network__data_center")
+
+
+def storage_domain_queryset():
+    return StorageDomain.objects.select_related("data_center")
+
+
+def disk_queryset():
+    return Disk.objects.select_related("storage_domain", "template")
+
+
+# Dashboard ---------------------------------------------------------------------------------
+
+
+class DashboardView(PortalMixin, TemplateView):
     template_name = "portals/dashboard.html"
+    title = "Dashboard"
+    section = "portals:dashboard"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        totals = DataCenter.objects.aggregate(data_centers=Count("pk"))
+        totals.update(Cluster.objects.aggregate(clusters=Count("pk")))
+        totals.update(StorageDomain.objects.aggregate(storage_domains=Count("pk")))
+        host_counts = dict(Host.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        vm_counts = dict(VirtualMachine.objects.order_by().values_list("status").annotate(n=Count("pk")))
+        running = list(RUNNING)
+        capacity = list(
+            Cluster.objects.select_related("data_center")
+            .annotate(
+                host_count=count_of(Host, "cluster"),
+                hosts_up=count_of(Host, "cluster", status=HostStatus.UP),
+                host_memory=sum_of(Host, "cluster", "memory_mib", status=HostStatus.UP),
+                host_threads=sum_of(Host, "cluster", "cpu_threads", status=HostStatus.UP),
+                vm_count=count_of(VirtualMachine, "cluster"),
+                vms_running=count_of(VirtualMachine, "cluster", status__in=running),
+                vm_memory=sum_of(VirtualMachine, "cluster", "memory_mib", status__in=running),
+                vm_vcpus=sum_of(VirtualMachine, "cluster", "vcpus", status__in=running),
+            )
+            .order_by("data_center__name", "name")
+        )
+        context.update(
+            totals=totals,
+            host_total=sum(host_counts.values()),
+            vm_total=sum(vm_counts.values()),
+            host_statuses=_status_rows(HostStatus.choices, host_counts),
+            vm_statuses=_status_rows(VmStatus.choices, vm_counts),
+            vms_running=sum(n for status, n in vm_counts.items() if status in RUNNING),
+            hosts_up=host_counts.get(HostStatus.UP, 0),
+            capacity=capacity,
+        )
+        return context
+
+
+def _status_rows(choices, counts: dict) -> list[dict]:
+    return [{"code": code, "label": label, "count": counts.get(code, 0)} for code, label in choices if counts.get(code)]
+
+
+# Generic list / detail / edit / remove / action views --------------------------------------
+
+
+class ObjectListView(PortalMixin, SingleTableMixin, FilterView):
+    """A django-tables2 table over a FilterSet, paged on the server."""
+
+    template_name = "portals/object_list.html"
+    table_pagination = {"per_page": PAGE_SIZE}
+    queryset_factory = None
+    add_url_name: str | None = None
+    add_label = "New"
+    search_help: str | None = None  # a template included as the help of the search box
+
+    def get_queryset(self):
+        return type(self).queryset_factory()
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["add_url"] = reverse(self.add_url_name) if self.add_url_name else None
+        context["add_label"] = self.add_label
+        context["search_help"] = self.search_help
+        return context
+
+
+@dataclass
+class Tab:
+    name: str
+    label: str
+
+
+class ObjectDetailView(PortalMixin, DetailView):
+    """General tab plus related tabs; only the selected tab's data is read."""
+
+    tabs: tuple[Tab, ...] = (Tab("general", "General"),)
+    queryset_factory = None
+    event_field = "object_id"  # how this object's events are found
+    edit_url_name: str | None = None
+    remove_url_name: str | None = None
+
+    def get_queryset(self):
+        return type(self).queryset_factory()
+
+    def get_template_names(self):
+        return [f"portals/{self.model._meta.model_name}_detail.html", "portals/object_detail.html"]
+
+    def current_tab(self) -> Tab:
+        name = self.request.GET.get("tab", "general")
+        for tab in self.tabs:
+            if tab.name == name:
+                return tab
+        raise Http404(f"No tab {name!r}.")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        tab = self.current_tab()
+        obj = self.object
+        context.update(
+            title=label(obj),
+            tabs=self.tabs,
+            tab=tab.name,
+            verbose_name=self.model._meta.verbose_name,
+            edit_url=reverse(self.edit_url_name, args=[obj.pk]) if self.edit_url_name else None,
+            remove_url=reverse(self.remove_url_name, args=[obj.pk]) if self.remove_url_name else None,
+        )
+        method = getattr(self, f"tab_{tab.name}", None)
+        if method is not None:
+            context.update(method(obj))
+        return context
+
+    def paged(self, table) -> dict:
+        RequestConfig(self.request, paginate={"per_page": TAB_PAGE_SIZE}).configure(table)
+        return {"table": table}
+
+    def tab_events(self, obj) -> dict:
+        events = Event.objects.filter(**{self.event_field: obj.pk})
+        context = self.paged(tables.EventTable(events))
+        context["all_events_url"] = f"{reverse('portals:event-list')}?{self.event_field}={obj.pk}"
+        return context
+
+
+class ObjectEditView(PortalMixin, View):
+    """Create (no pk) or edit (pk) one object through its service."""
+
+    model = None
+    form_class: type[forms.ServiceForm]
+    queryset_factory = None
+    template_name = "portals/object_edit.html"
+    list_url_name = ""
+
+    def get_object(self):
+        pk = self.kwargs.get("pk")
+        if pk is None:
+            return None
+        return get_object_or_404(type(self).queryset_factory(), pk=pk)
+
+    def get_initial(self) -> dict:
+        initial = {}
+        for name in self.request.GET:
+            initial[name] = self.request.GET.get(name)
+        return initial
+
+    def make_form(self, obj, data=None):
+        instance = copy.copy(obj) if obj is not None else self.model()
+        return self.form_class(data, instance=instance, initial=None if data is not None else self.get_initial())
+
+    def get(self, request, *args, **kwargs):
+        obj = self.get_object()
+        return self.render(obj, self.make_form(obj))
+
+    def post(self, request, *args, **kwargs):
+        obj = self.get_object()
+        form = self.make_form(obj, request.POST)
+        if not form.is_valid():
+            return self.render(obj, form)
+        try:
+            if obj is None:
+                result = self.create(form)
+            else:
+                result = self.update(obj, form)
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+            return self.render(obj, form)
+        except ConflictError as exc:
+            messages.error(request, exc.message)
+            return self.render(obj, form)
+        saved, job = split_result(result)
+        saved = saved or obj
+        verb = "created" if obj is None else "saved"
+        text = f"{self.model._meta.verbose_name.capitalize()} {label(saved)} was {verb}." if saved else ""
+        text += self.extra_message(saved)
+        job_started(request, job, text)
+        return redirect(saved.get_absolute_url() if hasattr(saved, "get_absolute_url") else self.success_url(saved))
+
+    def create(self, form):
+        raise NotImplementedError
+
+    def update(self, obj, form):
+        raise NotImplementedError
+
+    def extra_message(self, saved) -> str:
+        return ""
+
+    def success_url(self, saved) -> str:
+        return reverse(self.list_url_name)
+
+    def render(self, obj, form, status: int = 200):
+        verbose = self.model._meta.verbose_name
+        context = {
+            "form": form,
+            "object": obj,
+            "title": f"Edit {verbose} {label(obj)}" if obj is not None else f"New {verbose}",
+            "verbose_name": verbose,
+            "cancel_url": (obj.get_absolute_url() if obj is not None and hasattr(obj, "get_absolute_url") else None)
+            or reverse(self.list_url_name),
+            "section": self.list_url_name,
+        }
+        context.update(self.extra_context(obj, form))
+        return render(self.request, self.template_name, context, status=status)
+
+    def extra_context(self, obj, form) -> dict:
+        return {}
+
+
+class ObjectRemoveView(PortalMixin, View):
+    """GET: "Are you sure?"; POST: the remove service."""
+
+    model = None
+    list_url_name = ""
+    template_name = "portals/confirm.html"
+    form_class = None
+
+    def remove(self, obj, form):
+        raise NotImplementedError
+
+    def get_object(self):
+        return get_object_or_404(self.model._default_manager.all(), pk=self.kwargs["pk"])
+
+    def get(self, request, pk):
+        obj = self.get_object()
+        return self.confirm(obj, self.form_class() if self.form_class else None)
+
+    def confirm(self, obj, form):
+        verbose = self.model._meta.verbose_name
+        return render(
+            self.request,
+            self.template_name,
+            {
+                "title": f"Remove {verbose}",
+                "question": f"Are you sure you want to remove the {verbose} {label(obj)}?",
+                "detail": "This cannot be undone.",
+                "object": obj,
+                "form": form,
+                "confirm_label": "Remove",
+                "danger": True,
+                "cancel_url": obj.get_absolute_url()
+                if hasattr(obj, "get_absolute_url")
+                else reverse(self.list_url_name),
+                "section": self.list_url_name,
+            },
+        )
+
+    def post(self, request, pk):
+        obj = self.get_object()
+        form = self.form_class(request.POST) if self.form_class else None
+        if form is not None and not form.is_valid():
+            return self.confirm(obj, form)
+        name = label(obj)
+        try:
+            result = self.remove(obj, form)
+        except (ConflictError, ValidationError) as exc:
+            messages.error(request, _error_text(exc))
+            return redirect(obj.get_absolute_url() if hasattr(obj, "get_absolute_url") else self.list_url_name)
+        _, job = split_result(result)
+        job_started(request, job, f"{self.model._meta.verbose_name.capitalize()} {name} was removed.")
+        return redirect(self.list_url_name)
+
+
+@dataclass(frozen=True)
+class Action:
+    label: str
+    service: Any
+    confirm: bool = False
+    question: str = ""
+    danger: bool = False
+
+
+class ObjectActionView(PortalMixin, View):
+    """A POST button that calls one service on one object; some ask for confirmation first."""
+
+    model = None
+    actions: dict[str, Action] = {}
+    list_url_name = ""
+
+    def get_action(self) -> Action:
+        action = self.actions.get(self.kwargs["action"])
+        if action is None:
+            raise Http404("No such action.")
+        return action
+
+    def get(self, request, pk, action):
+        act = self.get_action()
+        obj = get_object_or_404(self.model._default_manager.all(), pk=pk)
+        if not act.confirm:
+            return HttpResponseNotAllowed(["POST"])
+        return render(
+            request,
+            "portals/confirm.html",
+            {
+                "title": f"{act.label} {self.model._meta.verbose_name}",
+                "question": act.question.format(obj=label(obj)),
+                "object": obj,
+                "confirm_label": act.label,
+                "danger": act.danger,
+                "cancel_url": obj.get_absolute_url(),
+                "section": self.list_url_name,
+            },
+        )
+
+    def post(self, request, pk, action):
+        act = self.get_action()
+        obj = get_object_or_404(self.model._default_manager.all(), pk=pk)
+        try:
+            result = act.service(obj, user=request.user)
+        except (ConflictError, ValidationError) as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            _, job = split_result(result)
+            job_started(request, job, f"{act.label}: {label(obj)}.")
+        return redirect(obj.get_absolute_url())
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, ConflictError):
+        return exc.message
+    return " ".join(getattr(exc, "messages", [str(exc)]))
+
+
+# Data centers ------------------------------------------------------------------------------
+
+
+class DataCenterListView(ObjectListView):
+    model = DataCenter
+    table_class = tables.DataCenterTable
+    filterset_class = filtersets.DataCenterFilterSet
+    queryset_factory = datacenter_queryset
+    title = "Data Centers"
+    section = "portals:datacenter-list"
+    add_url_name = "portals:datacenter-add"
+
+
+class DataCenterDetailView(ObjectDetailView):
+    model = DataCenter
+    queryset_factory = datacenter_queryset
+    event_field = "data_center_id"
+    section = "portals:datacenter-list"
+    edit_url_name = "portals:datacenter-edit"
+    remove_url_name = "portals:datacenter-remove"
+    tabs = (
+        Tab("general", "General"),
+        Tab("clusters", "Clusters"),
+        Tab("storage", "Storage"),
+        Tab("networks", "Logical Networks"),
+        Tab("events", "Events"),
+    )
+
+    def tab_clusters(self, obj):
+        return self.paged(tables.ClusterTable(cluster_queryset().filter(data_center=obj)))
+
+    def tab_storage(self, obj):
+        return self.paged(tables.StorageDomainTable(storage_domain_queryset().filter(data_center=obj)))
+
+    def tab_networks(self, obj):
+        return self.paged(tables.LogicalNetworkTable(network_queryset().filter(data_center=obj)))
+
+
+class DataCenterEditView(ObjectEditView):
+    model = DataCenter
+    form_class = forms.DataCenterForm
+    queryset_factory = datacenter_queryset
+    list_url_name = "portals:datacenter-list"
+
+    def create(self, form):
+        return inventory_services.create_data_center(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return inventory_services.update_data_center(obj, user=self.request.user, **form.service_changes())
+
+
+class DataCenterRemoveView(ObjectRemoveView):
+    model = DataCenter
+    list_url_name = "portals:datacenter-list"
+
+    def remove(self, obj, form):
+        return inventory_services.remove_data_center(obj, user=self.request.user)
+
+
+# Clusters ----------------------------------------------------------------------------------
+
+
+class ClusterListView(ObjectListView):
+    model = Cluster
+    table_class = tables.ClusterTable
+    filterset_class = filtersets.ClusterFilterSet
+    queryset_factory = cluster_queryset
+    title = "Clusters"
+    section = "portals:cluster-list"
+    add_url_name = "portals:cluster-add"
+
+
+class ClusterDetailView(ObjectDetailView):
+    model = Cluster
+    queryset_factory = cluster_queryset
+    event_field = "cluster_id"
+    section = "portals:cluster-list"
+    edit_url_name = "portals:cluster-edit"
+    remove_url_name = "portals:cluster-remove"
+    tabs = (
+        Tab("general", "General"),
+        Tab("hosts", "Hosts"),
+        Tab("vms", "Virtual Machines"),
+        Tab("networks", "Logical Networks"),
+        Tab("events", "Events"),
+    )
+
+    def get_queryset(self):
+        return super().get_queryset().select_related("mac_pool")
+
+    def tab_hosts(self, obj):
+        return self.paged(tables.HostTable(host_queryset().filter(cluster=obj)))
+
+    def tab_vms(self, obj):
+        return self.paged(tables.VmTable(vm_queryset().filter(cluster=obj)))
+
+    def tab_networks(self, obj):
+        return self.paged(
+            tables.ClusterNetworkTable(
+                ClusterNetwork.objects.filter(cluster=obj).select_related("network", "cluster"),
+                exclude=("cluster",),
+            )
+        )
+
+
+class ClusterEditView(ObjectEditView):
+    model = Cluster
+    form_class = forms.ClusterForm
+    queryset_factory = cluster_queryset
+    list_url_name = "portals:cluster-list"
+
+    def create(self, form):
+        return inventory_services.create_cluster(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return inventory_services.update_cluster(obj, user=self.request.user, **form.service_changes())
+
+
+class ClusterRemoveView(ObjectRemoveView):
+    model = Cluster
+    list_url_name = "portals:cluster-list"
+
+    def remove(self, obj, form):
+        return inventory_services.remove_cluster(obj, user=self.request.user)
+
+
+# Hosts -------------------------------------------------------------------------------------
+
+
+class HostListView(ObjectListView):
+    model = Host
+    table_class = tables.HostTable
+    filterset_class = filtersets.HostFilterSet
+    queryset_factory = host_queryset
+    title = "Hosts"
+    section = "portals:host-list"
+    add_url_name = "portals:host-add"
+    add_label = "New host"
+    search_help = "portals/inc/search_help.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["search_fields"] = list(HOST_FIELDS)
+        context["search_kind"] = "Hosts"
+        return context
+
+
+class HostDetailView(ObjectDetailView):
+    model = Host
+    queryset_factory = host_queryset
+    event_field = "host_id"
+    section = "portals:host-list"
+    edit_url_name = "portals:host-edit"
+    remove_url_name = "portals:host-remove"
+    tabs = (Tab("general", "General"), Tab("vms", "Virtual Machines"), Tab("events", "Events"))
+
+    def tab_vms(self, obj):
+        return self.paged(tables.VmTable(vm_queryset().filter(run_on_host=obj), exclude=("run_on_host",)))
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        host = self.object
+        context["can_activate"] = host.status in (HostStatus.MAINTENANCE, HostStatus.NON_OPERATIONAL, HostStatus.DOWN)
+        context["can_maintenance"] = host.status not in (HostStatus.MAINTENANCE, HostStatus.PREPARING_FOR_MAINTENANCE)
+        context["remove_disabled"] = host.status not in (HostStatus.MAINTENANCE, HostStatus.INSTALL_FAILED)
+        context["remove_disabled_reason"] = "Move the host to maintenance first."
+        return context
+
+
+class HostEditView(ObjectEditView):
+    model = Host
+    form_class = forms.HostForm
+    queryset_factory = host_queryset
+    list_url_name = "portals:host-list"
+
+    def create(self, form):
+        return inventory_services.add_host(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return inventory_services.update_host(obj, user=self.request.user, **form.service_changes())
+
+
+class HostRemoveView(ObjectRemoveView):
+    model = Host
+    list_url_name = "portals:host-list"
+
+    def remove(self, obj, form):
+        return inventory_services.remove_host(obj, user=self.request.user)
+
+
+class HostActionView(ObjectActionView):
+    model = Host
+    list_url_name = "portals:host-list"
+    actions = {
+        "maintenance": Action(
+            "Maintenance",
+            inventory_services.deactivate_host,
+            confirm=True,
+            question="Are you sure you want to move host {obj} to maintenance?",
+        ),
+        "activate": Action("Activate", inventory_services.activate_host),
+    }
+
+
+# Virtual machines --------------------------------------------------------------------------
+
+VM_ACTIONS = {
+    "run": Action("Run", compute_services.start_vm),
+    "shutdown": Action(
+        "Shutdown",
+        compute_services.shutdown_vm,
+        confirm=True,
+        question="Are you sure you want to shut down VM {obj}? The guest OS is asked to power off.",
+        danger=True,
+    ),
+    "poweroff": Action(
+        "Power Off",
+        compute_services.stop_vm,
+        confirm=True,
+        question="Are you sure you want to power off VM {obj}? This is like pulling the plug: unsaved data is lost.",
+        danger=True,
+    ),
+    "reboot": Action("Reboot", compute_services.reboot_vm),
+    "suspend": Action("Suspend", compute_services.suspend_vm),
+    "resume": Action("Resume", compute_services.resume_vm),
+}
+# Button name -> the state machine's action name (what statuses allow it).
+VM_ACTION_STATES = {
+    "run": "start",
+    "shutdown": "shutdown",
+    "poweroff": "stop",
+    "reboot": "reboot",
+    "suspend": "suspend",
+    "resume": "resume",
+}
+
+
+class VmListView(ObjectListView):
+    model = VirtualMachine
+    table_class = tables.VmTable
+    filterset_class = filtersets.VmFilterSet
+    queryset_factory = vm_queryset
+    title = "Virtual Machines"
+    section = "portals:vm-list"
+    add_url_name = "portals:vm-add"
+    add_label = "New VM"
+    search_help = "portals/inc/search_help.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["search_fields"] = list(VM_FIELDS)
+        context["search_kind"] = "Vms"
+        return context
+
+
+class VmDetailView(ObjectDetailView):
+    model = VirtualMachine
+    queryset_factory = vm_queryset
+    event_field = "vm_id"
+    section = "portals:vm-list"
+    edit_url_name = "portals:vm-edit"
+    remove_url_name = "portals:vm-remove"
+    tabs = (
+        Tab("general", "General"),
+        Tab("disks", "Disks"),
+        Tab("nics", "Network Interfaces"),
+        Tab("snapshots", "Snapshots"),
+        Tab("events", "Events"),
+    )
+
+    def get_queryset(self):
+        return super().get_queryset().select_related("template", "instance_type", "cluster__data_center")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        vm = self.object
+        context["vm_actions"] = [
+            (name, action, vm.status in ACTIONS[VM_ACTION_STATES[name]][0]) for name, action in VM_ACTIONS.items()
+        ]
+        context["remove_disabled"] = vm.status != VmStatus.DOWN
+        context["remove_disabled_reason"] = "Only a VM that is down can be removed."
+        return context
+
+    def tab_disks(self, obj):
+        attachments = DiskAttachment.objects.filter(vm=obj).select_related("disk__storage_domain")
+        context = self.paged(tables.DiskAttachmentTable(attachments))
+        context["add_url"] = f"{reverse('portals:disk-add')}?vm={obj.pk}"
+        context["add_label"] = "New disk"
+        return context
+
+    def tab_nics(self, obj):
+        return self.paged(tables.VmNicTable(VmNic.objects.filter(vm=obj).select_related("profile__network")))
+
+    def tab_snapshots(self, obj):
+        return self.paged(tables.SnapshotTable(Snapshot.objects.filter(vm=obj)))
+
+
+class VmEditView(ObjectEditView):
+    model = VirtualMachine
+    form_class = forms.VmForm
+    queryset_factory = vm_queryset
+    list_url_name = "portals:vm-list"
+
+    def create(self, form):
+        return compute_services.create_vm(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return compute_services.update_vm(obj, user=self.request.user, **form.service_changes())
+
+    def extra_message(self, saved) -> str:
+        pending = sorted((saved.next_run_config or {}).keys()) if saved is not None else []
+        if pending and saved.status in RUNNING:
+            return f" Changes waiting for the next run: {', '.join(pending)}."
+        return ""
+
+    def extra_context(self, obj, form) -> dict:
+        return {"next_run_fields": sorted(getattr(form, "next_run_fields", ())), "vm": obj}
+
+
+class VmRemoveView(ObjectRemoveView):
+    model = VirtualMachine
+    list_url_name = "portals:vm-list"
+    form_class = forms.RemoveVmForm
+
+    def remove(self, obj, form):
+        return compute_services.remove_vm(obj, user=self.request.user, remove_disks=form.cleaned_data["remove_disks"])
+
+
+class VmActionView(ObjectActionView):
+    model = VirtualMachine
+    list_url_name = "portals:vm-list"
+    actions = VM_ACTIONS
+
+
+class SnapshotCreateView(PortalMixin, View):
+    def post(self, request, pk):
+        vm = get_object_or_404(VirtualMachine.objects.all(), pk=pk)
+        form = forms.SnapshotForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "A snapshot needs a description.")
+        else:
+            try:
+                _, job = compute_services.create_snapshot(vm, user=request.user, **form.cleaned_data)
+            except (ConflictError, ValidationError) as exc:
+                messages.error(request, _error_text(exc))
+            else:
+                job_started(request, job, f"Snapshot of VM {vm} requested.")
+        return redirect(f"{vm.get_absolute_url()}?tab=snapshots")
+
+
+# Templates ---------------------------------------------------------------------------------
+
+
+class TemplateListView(ObjectListView):
+    model = Template
+    table_class = tables.TemplateTable
+    filterset_class = filtersets.TemplateFilterSet
+    queryset_factory = template_queryset
+    title = "Templates"
+    section = "portals:template-list"
+    add_url_name = "portals:template-add"
+
+
+class TemplateDetailView(ObjectDetailView):
+    model = Template
+    queryset_factory = template_queryset
+    section = "portals:template-list"
+    edit_url_name = "portals:template-edit"
+    remove_url_name = "portals:template-remove"
+    tabs = (
+        Tab("general", "General"),
+        Tab("vms", "Virtual Machines"),
+        Tab("disks", "Disks"),
+        Tab("versions", "Sub Versions"),
+        Tab("events", "Events"),
+    )
+
+    def get_queryset(self):
+        return super().get_queryset().select_related("base_template")
+
+    def tab_vms(self, obj):
+        return self.paged(tables.VmTable(vm_queryset().filter(template=obj)))
+
+    def tab_disks(self, obj):
+        return self.paged(tables.DiskTable(disk_queryset().filter(template=obj), exclude=("template",)))
+
+    def tab_versions(self, obj):
+        base = obj.base_template or obj
+        versions = template_queryset().filter(Q(pk=base.pk) | Q(base_template=base))
+        return self.paged(tables.TemplateTable(versions))
+
+
+class TemplateEditView(ObjectEditView):
+    model = Template
+    form_class = forms.TemplateForm
+    queryset_factory = template_queryset
+    list_url_name = "portals:template-list"
+
+    def get_initial(self) -> dict:
+        initial = super().get_initial()
+        vm_id = initial.get("vm")
+        if vm_id:
+            vm = VirtualMachine.objects.filter(pk=vm_id).first() if _is_uuid(vm_id) else None
+            if vm is None:
+                initial.pop("vm")
+            else:
+                initial["vm"] = vm
+        return initial
+
+    def create(self, form):
+        return compute_services.create_template(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return compute_services.update_template(obj, user=self.request.user, **form.service_changes())
+
+    def extra_context(self, obj, form) -> dict:
+        return {"source_vm": getattr(form, "source_vm", None)}
+
+
+class TemplateRemoveView(ObjectRemoveView):
+    model = Template
+    list_url_name = "portals:template-list"
+
+    def remove(self, obj, form):
+        return compute_services.remove_template(obj, user=self.request.user)
+
+
+# Networks ----------------------------------------------------------------------------------
+
+
+class NetworkListView(ObjectListView):
+    model = LogicalNetwork
+    table_class = tables.LogicalNetworkTable
+    filterset_class = filtersets.LogicalNetworkFilterSet
+    queryset_factory = network_queryset
+    title = "Networks"
+    section = "portals:network-list"
+    add_url_name = "portals:network-add"
+
+    def get_queryset(self):
+        return super().get_queryset().distinct()
+
+
+class NetworkDetailView(ObjectDetailView):
+    model = LogicalNetwork
+    queryset_factory = network_queryset
+    section = "portals:network-list"
+    edit_url_name = "portals:network-edit"
+    remove_url_name = "portals:network-remove"
+    tabs = (
+        Tab("general", "General"),
+        Tab("clusters", "Clusters"),
+        Tab("profiles", "vNIC Profiles"),
+        Tab("events", "Events"),
+    )
+
+    def tab_clusters(self, obj):
+        attachments = ClusterNetwork.objects.filter(network=obj).select_related("cluster", "network")
+        return self.paged(tables.ClusterNetworkTable(attachments, exclude=("network",)))
+
+    def tab_profiles(self, obj):
+        context = self.paged(tables.VnicProfileTable(vnic_profile_queryset().filter(network=obj)))
+        context["add_url"] = f"{reverse('portals:vnicprofile-add')}?network={obj.pk}"
+        context["add_label"] = "New vNIC profile"
+        return context
+
+
+class NetworkEditView(ObjectEditView):
+    model = LogicalNetwork
+    form_class = forms.LogicalNetworkForm
+    queryset_factory = network_queryset
+    list_url_name = "portals:network-list"
+
+    def create(self, form):
+        return networking_services.create_network(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return networking_services.update_network(obj, user=self.request.user, **form.service_changes())
+
+
+class NetworkRemoveView(ObjectRemoveView):
+    model = LogicalNetwork
+    list_url_name = "portals:network-list"
+
+    def remove(self, obj, form):
+        return networking_services.remove_network(obj, user=self.request.user)
+
+
+class VnicProfileListView(ObjectListView):
+    model = VnicProfile
+    table_class = tables.VnicProfileTable
+    filterset_class = filtersets.VnicProfileFilterSet
+    queryset_factory = vnic_profile_queryset
+    title = "vNIC Profiles"
+    section = "portals:vnicprofile-list"
+    add_url_name = "portals:vnicprofile-add"
+
+
+class VnicProfileDetailView(ObjectDetailView):
+    model = VnicProfile
+    queryset_factory = vnic_profile_queryset
+    section = "portals:vnicprofile-list"
+    edit_url_name = "portals:vnicprofile-edit"
+    remove_url_name = "portals:vnicprofile-remove"
+    tabs = (Tab("general", "General"), Tab("nics", "Virtual Machines"), Tab("events", "Events"))
+
+    def tab_nics(self, obj):
+        return self.paged(tables.ProfileNicTable(VmNic.objects.filter(profile=obj).select_related("vm")))
+
+
+class VnicProfileEditView(ObjectEditView):
+    model = VnicProfile
+    form_class = forms.VnicProfileForm
+    queryset_factory = vnic_profile_queryset
+    list_url_name = "portals:vnicprofile-list"
+
+    def create(self, form):
+        return networking_services.create_vnic_profile(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return networking_services.update_vnic_profile(obj, user=self.request.user, **form.service_changes())
+
+    def success_url(self, saved) -> str:
+        return reverse("portals:vnicprofile-detail", args=[saved.pk])
+
+
+class VnicProfileRemoveView(ObjectRemoveView):
+    model = VnicProfile
+    list_url_name = "portals:vnicprofile-list"
+
+    def remove(self, obj, form):
+        return networking_services.remove_vnic_profile(obj, user=self.request.user)
+
+
+# Storage -----------------------------------------------------------------------------------
+
+
+class StorageDomainListView(ObjectListView):
+    model = StorageDomain
+    table_class = tables.StorageDomainTable
+    filterset_class = filtersets.StorageDomainFilterSet
+    queryset_factory = storage_domain_queryset
+    title = "Storage Domains"
+    section = "portals:storagedomain-list"
+    add_url_name = "portals:storagedomain-add"
+
+
+class StorageDomainDetailView(ObjectDetailView):
+    model = StorageDomain
+    queryset_factory = storage_domain_queryset
+    event_field = "storage_domain_id"
+    section = "portals:storagedomain-list"
+    edit_url_name = "portals:storagedomain-edit"
+    remove_url_name = "portals:storagedomain-remove"
+    tabs = (Tab("general", "General"), Tab("disks", "Disks"), Tab("events", "Events"))
+
+    def tab_disks(self, obj):
+        return self.paged(tables.DiskTable(disk_queryset().filter(storage_domain=obj), exclude=("storage_domain",)))
+
+
+class StorageDomainEditView(ObjectEditView):
+    model = StorageDomain
+    form_class = forms.StorageDomainForm
+    queryset_factory = storage_domain_queryset
+    list_url_name = "portals:storagedomain-list"
+
+    def create(self, form):
+        return storage_services.create_storage_domain(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return storage_services.update_storage_domain(obj, user=self.request.user, **form.service_changes())
+
+
+class StorageDomainRemoveView(ObjectRemoveView):
+    model = StorageDomain
+    list_url_name = "portals:storagedomain-list"
+
+    def remove(self, obj, form):
+        return storage_services.remove_storage_domain(obj, user=self.request.user)
+
+
+class DiskListView(ObjectListView):
+    model = Disk
+    table_class = tables.DiskTable
+    filterset_class = filtersets.DiskFilterSet
+    queryset_factory = disk_queryset
+    title = "Disks"
+    section = "portals:disk-list"
+    add_url_name = "portals:disk-add"
+
+
+class DiskDetailView(ObjectDetailView):
+    model = Disk
+    queryset_factory = disk_queryset
+    section = "portals:disk-list"
+    edit_url_name = "portals:disk-edit"
+    remove_url_name = "portals:disk-remove"
+    tabs = (Tab("general", "General"), Tab("vms", "Virtual Machines"), Tab("events", "Events"))
+
+    def get_queryset(self):
+        return super().get_queryset().select_related("backing_disk")
+
+    def tab_vms(self, obj):
+        return self.paged(tables.DiskVmTable(DiskAttachment.objects.filter(disk=obj).select_related("vm")))
+
+
+class DiskEditView(ObjectEditView):
+    model = Disk
+    form_class = forms.DiskForm
+    queryset_factory = disk_queryset
+    list_url_name = "portals:disk-list"
+
+    def get_initial(self) -> dict:
+        initial = super().get_initial()
+        vm_id = initial.get("vm")
+        if vm_id:
+            vm = VirtualMachine.objects.filter(pk=vm_id).first() if _is_uuid(vm_id) else None
+            if vm is None:
+                initial.pop("vm")
+            else:
+                initial.setdefault("alias", f"{vm.name}_Disk{DiskAttachment.objects.filter(vm=vm).count() + 1}")
+        return initial
+
+    def create(self, form):
+        return storage_services.create_disk(user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return storage_services.update_disk(obj, user=self.request.user, **form.service_changes())
+
+    def extra_context(self, obj, form) -> dict:
+        vm = form["vm"].value() if "vm" in form.fields else None
+        target = VirtualMachine.objects.filter(pk=vm).first() if vm and _is_uuid(vm) else None
+        return {"attach_vm": target}
+
+
+def _is_uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+class DiskRemoveView(ObjectRemoveView):
+    model = Disk
+    list_url_name = "portals:disk-list"
+
+    def remove(self, obj, form):
+        return storage_services.remove_disk(obj, user=self.request.user)
+
+
+# Administration ----------------------------------------------------------------------------
+
+
+class UserListView(ObjectListView):
+    model = get_user_model()
+    table_class = tables.UserTable
+    filterset_class = filtersets.UserFilterSet
+    title = "Users"
+    section = "portals:user-list"
+
+    def get_queryset(self):
+        return get_user_model().objects.order_by("username")
+
+
+class EventListView(ObjectListView):
+    model = Event
+    table_class = tables.EventTable
+    filterset_class = filtersets.EventFilterSet
+    title = "Events"
+    section = "portals:event-list"
+
+    def get_queryset(self):
+        return Event.objects.order_by("-time", "-id")
+
+
+class JobListView(ObjectListView):
+    model = Job
+    table_class = tables.JobTable
+    filterset_class = filtersets.JobFilterSet
+    title = "Tasks"
+    section = "portals:job-list"
+
+    def get_queryset(self):
+        return Job.objects.select_related("owner").order_by("-started_at")
+
+
+class JobDetailView(PortalMixin, DetailView):
+    model = Job
+    template_name = "portals/job_detail.html"
+    section = "portals:job-list"
+
+    def get_queryset(self):
+        return Job.objects.select_related("owner")
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        job = self.object
+        context["title"] = job.description
+        context["steps_table"] = tables.StepTable(job.steps.all())
+        context["object_url"] = tables.object_url(job.object_type, job.object_id)
+        context["events_url"] = f"{reverse('portals:event-list')}?correlation_id={job.correlation_id}"
+        context["is_active"] = job.status == JobStatus.STARTED
+        return context

@@ -115,6 +115,9 @@ class Disk(OlvmModel):
         if self.shareable and self.format != DiskFormat.RAW:
             raise ValidationError({"shareable": "Only raw disks can be shared between VMs."})
 
+    def __str__(self) -> str:
+        return self.alias
+
     @property
     def counts_against_free_space(self) -> bool:
         return self.allocation == DiskAllocation.PREALLOCATED

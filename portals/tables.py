@@ -1,0 +1,460 @@
+"""django-tables2 tables of the portal: sortable columns, rendered in Bootstrap 5.
+
+Every column reads only what the view's queryset selected (select_related or an
+annotation): a table never adds a query per row.
+"""
+
+import django_tables2 as tables
+from django.contrib.auth import get_user_model
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+from compute.models import Snapshot, Template, VirtualMachine
+from inventory.models import Cluster, DataCenter, Event, Host, Job, Step
+from networking.models import ClusterNetwork, LogicalNetwork, VmNic, VnicProfile
+from storage.models import Disk, DiskAttachment, StorageDomain
+
+from .templatetags.olvm import gib, mib, progress_html, severity_icon_html, status_badge_html
+
+ATTRS = {"class": "table table-sm table-hover align-middle olvm-table"}
+
+# ObjectType code -> URL name of the detail page, for links from events and jobs.
+OBJECT_URLS = {
+    "data_center": "portals:datacenter-detail",
+    "cluster": "portals:cluster-detail",
+    "host": "portals:host-detail",
+    "vm": "portals:vm-detail",
+    "template": "portals:template-detail",
+    "storage_domain": "portals:storagedomain-detail",
+    "disk": "portals:disk-detail",
+    "network": "portals:network-detail",
+    "vnic_profile": "portals:vnicprofile-detail",
+}
+
+
+def object_url(object_type: str, object_id) -> str | None:
+    name = OBJECT_URLS.get(object_type)
+    if not name or not object_id:
+        return None
+    try:
+        return reverse(name, args=[object_id])
+    except NoReverseMatch:
+        return None
+
+
+class StatusColumn(tables.Column):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("attrs", {"td": {"class": "text-nowrap"}})
+        super().__init__(**kwargs)
+
+    def render(self, value, record, bound_column):
+        code = bound_column.accessor.resolve(record)
+        return status_badge_html(code, value)
+
+
+class MibColumn(tables.Column):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("attrs", {"td": {"class": "text-end text-nowrap"}, "th": {"class": "text-end"}})
+        super().__init__(**kwargs)
+
+    def render(self, value):
+        return mib(value)
+
+
+class BytesColumn(MibColumn):
+    def render(self, value):
+        return gib(value)
+
+
+class NumberColumn(tables.Column):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("attrs", {"td": {"class": "text-end"}, "th": {"class": "text-end"}})
+        super().__init__(**kwargs)
+
+
+def link_column(**kwargs) -> tables.Column:
+    return tables.Column(linkify=True, **kwargs)
+
+
+class DataCenterTable(tables.Table):
+    status = StatusColumn()
+    name = link_column()
+    cluster_count = NumberColumn(verbose_name="Clusters")
+
+    class Meta:
+        model = DataCenter
+        attrs = ATTRS
+        fields = ("status", "name", "storage_type", "compatibility_version", "cluster_count", "description")
+        empty_text = "No data centers."
+
+
+class ClusterTable(tables.Table):
+    name = link_column()
+    data_center = link_column(accessor="data_center", order_by=("data_center__name",))
+    host_count = NumberColumn(verbose_name="Hosts")
+    vm_count = NumberColumn(verbose_name="VMs")
+
+    class Meta:
+        model = Cluster
+        attrs = ATTRS
+        fields = ("name", "data_center", "cpu_type", "host_count", "vm_count", "description")
+        empty_text = "No clusters."
+
+
+class HostTable(tables.Table):
+    status = StatusColumn()
+    name = link_column()
+    cluster = link_column(order_by=("cluster__name",))
+    data_center = tables.Column(
+        accessor="cluster__data_center",
+        verbose_name="Data center",
+        linkify=True,
+        order_by=("cluster__data_center__name",),
+    )
+    vm_count = NumberColumn(verbose_name="VMs")
+    memory_mib = MibColumn(verbose_name="Memory")
+    cpu_threads = NumberColumn(verbose_name="CPUs")
+
+    class Meta:
+        model = Host
+        attrs = ATTRS
+        fields = ("status", "name", "address", "cluster", "data_center", "vm_count", "cpu_threads", "memory_mib")
+        empty_text = "No hosts."
+
+    def render_name(self, value, record):
+        badge = ' <span class="badge text-bg-light border">sim</span>' if record.simulated else ""
+        spm = ' <span class="badge text-bg-primary" title="Storage pool manager">SPM</span>' if record.is_spm else ""
+        return format_html(
+            '<a href="{}">{}</a>' + badge + spm,
+            record.get_absolute_url(),
+            value,
+        )
+
+
+class VmTable(tables.Table):
+    status = StatusColumn()
+    name = link_column()
+    cluster = link_column(order_by=("cluster__name",))
+    data_center = link_column(verbose_name="Data center", order_by=("data_center__name",))
+    run_on_host = link_column(verbose_name="Host", order_by=("run_on_host__name",))
+    guest_ips = tables.Column(verbose_name="IP addresses", orderable=False)
+    vcpus = NumberColumn(verbose_name="vCPUs")
+    memory_mib = MibColumn(verbose_name="Memory")
+    os_type = tables.Column(verbose_name="OS")
+
+    class Meta:
+        model = VirtualMachine
+        attrs = ATTRS
+        fields = (
+            "status",
+            "name",
+            "cluster",
+            "data_center",
+            "run_on_host",
+            "guest_ips",
+            "vcpus",
+            "memory_mib",
+            "os_type",
+            "description",
+        )
+        empty_text = "No virtual machines."
+
+    def render_guest_ips(self, value):
+        return ", ".join(str(ip) for ip in value[:3]) if isinstance(value, list) else value
+
+
+class TemplateTable(tables.Table):
+    name = link_column()
+    version_number = NumberColumn(verbose_name="Version")
+    cluster = link_column(order_by=("cluster__name",))
+    vcpus = NumberColumn(verbose_name="vCPUs")
+    memory_mib = MibColumn(verbose_name="Memory")
+    os_type = tables.Column(verbose_name="OS")
+
+    class Meta:
+        model = Template
+        attrs = ATTRS
+        fields = ("name", "version_number", "version_name", "cluster", "os_type", "vcpus", "memory_mib", "description")
+        empty_text = "No templates."
+
+    def render_name(self, value, record):
+        return format_html('<a href="{}">{}</a>', record.get_absolute_url(), record.name)
+
+
+class LogicalNetworkTable(tables.Table):
+    name = link_column()
+    data_center = link_column(order_by=("data_center__name",))
+    vlan_tag = NumberColumn(verbose_name="VLAN")
+    mtu = NumberColumn(verbose_name="MTU")
+    vm_network = tables.BooleanColumn(verbose_name="VM network")
+    required = tables.BooleanColumn()
+    roles = tables.Column(empty_values=(), orderable=False)
+
+    class Meta:
+        model = LogicalNetwork
+        attrs = ATTRS
+        fields = ("name", "data_center", "vlan_tag", "mtu", "vm_network", "required", "roles", "description")
+        empty_text = "No networks."
+
+    def render_mtu(self, value):
+        return value or "default"
+
+    def render_roles(self, record):
+        roles = [
+            label
+            for flag, label in (
+                (record.is_management, "management"),
+                (record.is_migration, "migration"),
+                (record.is_display, "display"),
+            )
+            if flag
+        ]
+        return ", ".join(roles) or "—"
+
+
+class VnicProfileTable(tables.Table):
+    name = tables.Column(linkify=("portals:vnicprofile-detail", [tables.A("pk")]))
+    network = link_column(order_by=("network__name",))
+    data_center = tables.Column(
+        accessor="network__data_center",
+        verbose_name="Data center",
+        linkify=True,
+        order_by=("network__data_center__name",),
+    )
+    port_mirroring = tables.BooleanColumn()
+    pass_through = tables.BooleanColumn()
+
+    class Meta:
+        model = VnicProfile
+        attrs = ATTRS
+        fields = ("name", "network", "data_center", "port_mirroring", "pass_through", "description")
+        empty_text = "No vNIC profiles."
+
+
+class StorageDomainTable(tables.Table):
+    status = StatusColumn()
+    name = link_column()
+    data_center = link_column(order_by=("data_center__name",))
+    total_bytes = BytesColumn(verbose_name="Total")
+    free_bytes = BytesColumn(verbose_name="Free")
+    committed_bytes = BytesColumn(verbose_name="Committed")
+
+    class Meta:
+        model = StorageDomain
+        attrs = ATTRS
+        fields = (
+            "status",
+            "name",
+            "type",
+            "role",
+            "data_center",
+            "total_bytes",
+            "free_bytes",
+            "committed_bytes",
+            "description",
+        )
+        empty_text = "No storage domains."
+
+
+class DiskTable(tables.Table):
+    status = StatusColumn()
+    alias = tables.Column(linkify=lambda record: record.get_absolute_url())
+    storage_domain = link_column(order_by=("storage_domain__name",))
+    provisioned_size = BytesColumn(verbose_name="Virtual size")
+    actual_size = BytesColumn(verbose_name="Actual size")
+    template = link_column(order_by=("template__name",))
+
+    class Meta:
+        model = Disk
+        attrs = ATTRS
+        fields = (
+            "status",
+            "alias",
+            "storage_domain",
+            "provisioned_size",
+            "actual_size",
+            "format",
+            "allocation",
+            "shareable",
+            "template",
+            "description",
+        )
+        empty_text = "No disks."
+
+
+class DiskAttachmentTable(tables.Table):
+    """The disks tab of a VM."""
+
+    status = StatusColumn(accessor="disk__status", verbose_name="Status")
+    disk = tables.Column(
+        accessor="disk__alias", verbose_name="Alias", linkify=lambda record: record.disk.get_absolute_url()
+    )
+    storage_domain = link_column(accessor="disk__storage_domain", verbose_name="Storage domain")
+    size = BytesColumn(accessor="disk__provisioned_size", verbose_name="Virtual size")
+    actual = BytesColumn(accessor="disk__actual_size", verbose_name="Actual size")
+    format = tables.Column(accessor="disk__format", verbose_name="Format")
+    bootable = tables.BooleanColumn()
+    active = tables.BooleanColumn()
+
+    class Meta:
+        model = DiskAttachment
+        attrs = ATTRS
+        fields = ("status", "disk", "storage_domain", "size", "actual", "format", "interface", "bootable", "active")
+        empty_text = "No disks attached."
+
+
+class DiskVmTable(tables.Table):
+    """The VMs tab of a disk."""
+
+    vm = link_column(verbose_name="Virtual machine", order_by=("vm__name",))
+    status = StatusColumn(accessor="vm__status", verbose_name="VM status")
+    bootable = tables.BooleanColumn()
+    active = tables.BooleanColumn()
+
+    class Meta:
+        model = DiskAttachment
+        attrs = ATTRS
+        fields = ("vm", "status", "interface", "bootable", "active", "read_only")
+        empty_text = "Not attached to any VM."
+
+
+class VmNicTable(tables.Table):
+    network = tables.Column(accessor="profile__network", linkify=True, verbose_name="Network")
+    profile = tables.Column(linkify=("portals:vnicprofile-detail", [tables.A("profile_id")]), verbose_name="Profile")
+    linked = tables.BooleanColumn()
+    plugged = tables.BooleanColumn()
+
+    class Meta:
+        model = VmNic
+        attrs = ATTRS
+        fields = ("name", "network", "profile", "mac", "interface", "linked", "plugged")
+        empty_text = "No network interfaces."
+
+
+class ProfileNicTable(tables.Table):
+    vm = link_column(verbose_name="Virtual machine", order_by=("vm__name",))
+
+    class Meta:
+        model = VmNic
+        attrs = ATTRS
+        fields = ("vm", "name", "mac", "interface", "linked", "plugged")
+        empty_text = "No VM uses this profile."
+
+
+class SnapshotTable(tables.Table):
+    status = StatusColumn()
+    created_at = tables.DateTimeColumn(verbose_name="Date", format="Y-m-d H:i")
+    with_memory = tables.BooleanColumn(verbose_name="Memory")
+
+    class Meta:
+        model = Snapshot
+        attrs = ATTRS
+        fields = ("status", "created_at", "description", "with_memory")
+        empty_text = "No snapshots."
+
+
+class ClusterNetworkTable(tables.Table):
+    network = link_column(order_by=("network__name",))
+    cluster = link_column(order_by=("cluster__name",))
+    required = tables.BooleanColumn()
+
+    class Meta:
+        model = ClusterNetwork
+        attrs = ATTRS
+        fields = ("network", "cluster", "required")
+        empty_text = "Not attached to any cluster."
+
+
+class EventTable(tables.Table):
+    severity = tables.Column(verbose_name="", attrs={"td": {"class": "text-center"}})
+    time = tables.DateTimeColumn(format="Y-m-d H:i:s", attrs={"td": {"class": "text-nowrap"}})
+    message = tables.Column(orderable=False)
+    object_name = tables.Column(verbose_name="Object")
+    username = tables.Column(verbose_name="User")
+    correlation_id = tables.Column(verbose_name="Job", orderable=False)
+
+    class Meta:
+        model = Event
+        attrs = ATTRS
+        fields = ("severity", "time", "message", "object_type", "object_name", "username", "code", "correlation_id")
+        empty_text = "No events."
+
+    def render_severity(self, value):
+        return severity_icon_html(value)
+
+    def render_object_name(self, value, record):
+        url = object_url(record.object_type, record.object_id)
+        return format_html('<a href="{}">{}</a>', url, value) if url else value
+
+    def render_correlation_id(self, value):
+        try:
+            url = reverse("portals:job-detail", args=[value])
+        except NoReverseMatch:
+            return value
+        return format_html('<a href="{}" title="{}"><i class="bi bi-list-task"></i></a>', url, value)
+
+
+class JobTable(tables.Table):
+    status = StatusColumn()
+    description = link_column()
+    progress = tables.Column(attrs={"td": {"style": "min-width: 9rem"}})
+    object_name = tables.Column(verbose_name="Object")
+    owner = tables.Column(verbose_name="User", order_by=("owner__username",))
+    started_at = tables.DateTimeColumn(verbose_name="Started", format="Y-m-d H:i:s")
+    ended_at = tables.DateTimeColumn(verbose_name="Ended", format="Y-m-d H:i:s")
+
+    class Meta:
+        model = Job
+        attrs = ATTRS
+        fields = ("status", "description", "action_type", "progress", "object_name", "owner", "started_at", "ended_at")
+        empty_text = "No tasks."
+        row_attrs = {"data-job-id": lambda record: str(record.pk)}
+
+    def render_progress(self, value, record):
+        return progress_html(value, record.status)
+
+    def render_object_name(self, value, record):
+        url = object_url(record.object_type, record.object_id)
+        return format_html('<a href="{}">{}</a>', url, value) if url else value
+
+
+class StepTable(tables.Table):
+    status = StatusColumn()
+    progress = tables.Column()
+    started_at = tables.DateTimeColumn(verbose_name="Started", format="Y-m-d H:i:s")
+    ended_at = tables.DateTimeColumn(verbose_name="Ended", format="Y-m-d H:i:s")
+
+    class Meta:
+        model = Step
+        attrs = ATTRS
+        fields = ("number", "status", "description", "progress", "started_at", "ended_at")
+        orderable = False
+        empty_text = "This task has no steps."
+        row_attrs = {"data-step": lambda record: record.number}
+
+    def render_progress(self, value, record):
+        return progress_html(value, record.status)
+
+
+class UserTable(tables.Table):
+    is_staff = tables.BooleanColumn(verbose_name="Administrator")
+    is_superuser = tables.BooleanColumn(verbose_name="Superuser")
+    is_active = tables.BooleanColumn(verbose_name="Active")
+    last_login = tables.DateTimeColumn(format="Y-m-d H:i")
+    date_joined = tables.DateTimeColumn(format="Y-m-d H:i")
+
+    class Meta:
+        model = get_user_model()
+        attrs = ATTRS
+        fields = (
+            "username",
+            "first_name",
+            "last_name",
+            "email",
+            "is_staff",
+            "is_superuser",
+            "is_active",
+            "last_login",
+            "date_joined",
+        )
+        empty_text = "No users."

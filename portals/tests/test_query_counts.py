@@ -1,0 +1,109 @@
+"""Pinned query counts: a page costs the same at 3 objects as at 30 (no N+1).
+
+Every page pays 2 queries for the session and the user, 4 for the system tree and 2 for
+the bottom panes; the numbers below are the whole page.
+"""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from compute.choices import VmStatus
+from inventory.audit import create_job, record_event
+from tests.factories import make_cluster, make_data_center, make_host, make_vm
+
+VM_LIST_QUERIES = 13  # + count + page of VMs + the cluster, data center and host selects of the filter form
+HOST_LIST_QUERIES = 12  # + count + page of hosts + the cluster and data center selects
+DASHBOARD_QUERIES = 14  # + 3 totals + hosts by status + VMs by status + capacity per cluster
+VM_DETAIL_QUERIES = 9  # + the VM with its cluster, data center, host, template and instance type
+
+
+def count_queries(client, url, params=None) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, params or {})
+    assert response.status_code == 200
+    return len(captured.captured_queries)
+
+
+def grow(total_vms: int, clusters: int = 1, hosts_per_cluster: int = 2) -> None:
+    """Data centers, clusters, hosts and running VMs, with events and jobs, in proportion."""
+    dc = make_data_center()
+    hosts = []
+    for _ in range(clusters):
+        cluster = make_cluster(dc)
+        hosts += [make_host(cluster) for _ in range(hosts_per_cluster)]
+    for number in range(total_vms):
+        host = hosts[number % len(hosts)]
+        vm = make_vm(host.cluster, status=VmStatus.UP if number % 3 else VmStatus.DOWN, run_on_host=host)
+        if vm.status != VmStatus.UP:
+            vm.run_on_host = None
+            vm.save(update_fields=["run_on_host"])
+        record_event("USER_ADD_VM", f"VM {vm.name} was added.", obj=vm)
+        if number % 5 == 0:
+            create_job("RunVm", f"Launching VM {vm.name}", obj=vm, steps=["one", "two"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_vm_list_query_count_does_not_grow(user_client, size):
+    grow(size, clusters=2)
+
+    assert count_queries(user_client, reverse("portals:vm-list")) == VM_LIST_QUERIES
+    assert count_queries(user_client, reverse("portals:vm-list"), {"q": "status=up and cluster=c*"}) == (
+        VM_LIST_QUERIES
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_host_list_query_count_does_not_grow(user_client, size):
+    grow(size, clusters=size // 3 + 1, hosts_per_cluster=3)
+
+    assert count_queries(user_client, reverse("portals:host-list")) == HOST_LIST_QUERIES
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_dashboard_query_count_does_not_grow(user_client, size):
+    grow(size, clusters=size // 3 + 1)
+
+    assert count_queries(user_client, reverse("portals:dashboard")) == DASHBOARD_QUERIES
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_vm_detail_tabs_query_count_does_not_grow(user_client, size):
+    grow(size)
+    vm = make_vm(make_cluster(), name="target")
+    record_event("USER_ADD_VM", "VM target was added.", obj=vm)
+    url = reverse("portals:vm-detail", args=[vm.pk])
+
+    assert count_queries(user_client, url) == VM_DETAIL_QUERIES
+    assert count_queries(user_client, url, {"tab": "events"}) == VM_DETAIL_QUERIES + 2  # count + page
+
+
+LIST_PAGES = [
+    "portals:datacenter-list",
+    "portals:cluster-list",
+    "portals:template-list",
+    "portals:network-list",
+    "portals:vnicprofile-list",
+    "portals:storagedomain-list",
+    "portals:disk-list",
+    "portals:user-list",
+    "portals:event-list",
+    "portals:job-list",
+]
+
+
+@pytest.mark.django_db
+def test_every_list_page_costs_the_same_with_more_rows(user_client, seeded):
+    from .conftest import build_inventory
+
+    before = {name: count_queries(user_client, reverse(name)) for name in LIST_PAGES}
+    for number in range(2, 5):
+        build_inventory(f"-{number}")
+    after = {name: count_queries(user_client, reverse(name)) for name in LIST_PAGES}
+
+    assert after == before
