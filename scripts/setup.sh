@@ -41,6 +41,12 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
         missing+=(python3-dev)
 fi
 apt_install "${missing[@]}"
+
+# --- The lab: qemu, libvirt daemons, iproute2 (real hosts in network namespaces) --------
+# Only as root (the lab needs it); the lab tests say what is missing otherwise.
+if is_root; then
+    "$ROOT/scripts/lab-packages.sh"
+fi
 [ -n "$SYS_PY" ] || SYS_PY="$(find_python)" || die "no python3 >= 3.11 found"
 
 # --- Virtualenv --------------------------------------------------------------------------
