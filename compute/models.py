@@ -120,7 +120,10 @@ class VirtualMachine(OlvmModel, VmShape):
         ordering = ["name"]
         verbose_name = "virtual machine"
         constraints = [models.UniqueConstraint(fields=["data_center", "name"], name="vm_name_unique_per_dc")]
-        indexes = [models.Index(fields=["cluster", "status"], name="vm_cluster_status")]
+        indexes = [
+            models.Index(fields=["cluster", "status"], name="vm_cluster_status"),
+            models.Index(fields=["name"], name="vm_name"),
+        ]
 
     def clean(self) -> None:
         errors = {}

@@ -1,26 +1,31 @@
 """What every portal page shows around its content: the system tree and the bottom panes.
 
 Both are computed lazily, on first use by `base.html`, and with a fixed number of
-queries whatever the size of the inventory: the tree takes four (data centers, clusters,
-hosts, and the first VMs of every host through a window function), the panes two.
+queries whatever the size of the inventory. The tree of a page holds the data centers and
+their clusters only (two queries); the hosts of a cluster and the VMs of a host are
+fetched by htmx when the node is expanded (`cluster_hosts` and `host_vms`, one query
+each, a bounded page of rows), except along the branch of the object a detail page shows
+(`focus_tree_on`): that cluster's first hosts and that host's first VMs, one query each.
+The panes take two queries.
 """
 
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from django.db.models import Case, Count, F, IntegerField, Value, When, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Case, Count, IntegerField, Value, When, Window
 from django.urls import reverse
 
 from compute.models import VirtualMachine
 from inventory.choices import JobStatus
 from inventory.models import Cluster, DataCenter, Event, Host, Job
 
+from .queries import count_of
 from .tables import OBJECT_URLS
 from .templatetags.olvm import SEVERITY_STYLES, STATUS_STYLES
 
-TREE_VMS_PER_HOST = 10
+TREE_HOSTS_PER_CLUSTER = 50
+TREE_VMS_PER_HOST = 20
 PANE_EVENTS = 20
 PANE_JOBS = 20
 
@@ -67,19 +72,28 @@ NAVIGATION = [
 
 @dataclass
 class HostNode:
+    """A host of the tree; `vms` is None until its VMs are read (on expansion)."""
+
     host: Host
-    vms: list = field(default_factory=list)
     vm_count: int = 0
+    vms: list[VirtualMachine] | None = None
 
     @property
     def more(self) -> int:
-        return self.vm_count - len(self.vms)
+        return self.vm_count - len(self.vms or ())
 
 
 @dataclass
 class ClusterNode:
+    """A cluster of the tree; `hosts` is None until its hosts are read (on expansion)."""
+
     cluster: Cluster
-    hosts: list[HostNode] = field(default_factory=list)
+    hosts: list[HostNode] | None = None
+    host_count: int = 0
+
+    @property
+    def more(self) -> int:
+        return self.host_count - len(self.hosts or ())
 
 
 @dataclass
@@ -88,34 +102,89 @@ class DataCenterNode:
     clusters: list[ClusterNode] = field(default_factory=list)
 
 
-def system_tree(vms_per_host: int = TREE_VMS_PER_HOST) -> list[DataCenterNode]:
-    """Data centers -> clusters -> hosts -> the first `vms_per_host` VMs running there."""
+@dataclass(frozen=True)
+class TreeFocus:
+    """The branch of the tree to show expanded: the object of the page and its parents."""
+
+    data_center_id: uuid.UUID | None = None  # always open: only marked as the current node
+    cluster_id: uuid.UUID | None = None
+    host_id: uuid.UUID | None = None
+    vm_id: uuid.UUID | None = None
+
+
+def tree_focus(obj) -> TreeFocus | None:
+    """The branch of a data center, cluster, host or VM (None for other objects)."""
+    if isinstance(obj, DataCenter):
+        return TreeFocus(data_center_id=obj.pk)
+    if isinstance(obj, Cluster):
+        return TreeFocus(cluster_id=obj.pk)
+    if isinstance(obj, Host):
+        return TreeFocus(cluster_id=obj.cluster_id, host_id=obj.pk)
+    if isinstance(obj, VirtualMachine):
+        host = obj.run_on_host if VirtualMachine.run_on_host.is_cached(obj) else None
+        if host is not None:
+            return TreeFocus(cluster_id=host.cluster_id, host_id=host.pk, vm_id=obj.pk)
+        return TreeFocus(cluster_id=obj.cluster_id, vm_id=obj.pk)
+    return None
+
+
+def focus_tree_on(request, obj) -> None:
+    """Show the tree of this request's page expanded along `obj`'s branch."""
+    request.olvm_tree_focus = tree_focus(obj)
+
+
+def _first(focus_id) -> list:
+    """An ordering that puts the row `focus_id` first, so that a page of rows always holds it."""
+    if focus_id is None:
+        return []
+    return [Case(When(pk=focus_id, then=Value(0)), default=Value(1), output_field=IntegerField())]
+
+
+def cluster_hosts(cluster_id, *, limit: int | None = None, focus_id=None) -> tuple[list[HostNode], int]:
+    """The first `limit` (TREE_HOSTS_PER_CLUSTER) hosts of a cluster by name, and the host
+    `focus_id` whatever its rank, with how many VMs run on each, and how many hosts the
+    cluster has: one query."""
+    limit = limit or TREE_HOSTS_PER_CLUSTER
+    rows = (
+        Host.objects.filter(cluster_id=cluster_id)
+        .only("id", "name", "status", "cluster_id")
+        .annotate(vm_count=count_of(VirtualMachine, "run_on_host"), total=Window(Count("*")))
+        .order_by(*_first(focus_id), "name", "id")[:limit]
+    )
+    hosts = sorted(rows, key=lambda host: (host.name, str(host.pk)))
+    total = hosts[0].total if hosts else 0
+    return [HostNode(host, vm_count=host.vm_count) for host in hosts], total
+
+
+def host_vms(host_id, *, limit: int | None = None, focus_id=None) -> tuple[list[VirtualMachine], int]:
+    """The first `limit` (TREE_VMS_PER_HOST) VMs running on a host by name, and the VM
+    `focus_id` whatever its rank, and how many run there: one query."""
+    limit = limit or TREE_VMS_PER_HOST
+    rows = (
+        VirtualMachine.objects.filter(run_on_host_id=host_id)
+        .only("id", "name", "status", "run_on_host_id")
+        .annotate(total=Window(Count("*")))
+        .order_by(*_first(focus_id), "name", "id")[:limit]
+    )
+    vms = sorted(rows, key=lambda vm: (vm.name, str(vm.pk)))
+    return vms, (vms[0].total if vms else 0)
+
+
+def system_tree(focus: TreeFocus | None = None) -> list[DataCenterNode]:
+    """Data centers -> clusters, in two queries; with a focus, also the first hosts of its
+    cluster and the first VMs of its host (one query each)."""
     dcs = {dc.pk: DataCenterNode(dc) for dc in DataCenter.objects.only("id", "name", "status")}
     clusters = {}
     for cluster in Cluster.objects.only("id", "name", "data_center_id"):
         clusters[cluster.pk] = node = ClusterNode(cluster)
         if cluster.data_center_id in dcs:
             dcs[cluster.data_center_id].clusters.append(node)
-    hosts = {}
-    for host in Host.objects.only("id", "name", "status", "cluster_id"):
-        hosts[host.pk] = node = HostNode(host)
-        if host.cluster_id in clusters:
-            clusters[host.cluster_id].hosts.append(node)
-    ranked = (
-        VirtualMachine.objects.filter(run_on_host__isnull=False)
-        .annotate(
-            rank=Window(RowNumber(), partition_by=[F("run_on_host_id")], order_by=[F("name").asc(), F("id").asc()]),
-            total=Window(Count("id"), partition_by=[F("run_on_host_id")]),
-        )
-        .filter(rank__lte=vms_per_host)
-        .only("id", "name", "status", "run_on_host_id")
-        .order_by("run_on_host_id", "rank")
-    )
-    for vm in ranked:
-        node = hosts.get(vm.run_on_host_id)
-        if node is not None:
-            node.vms.append(vm)
-            node.vm_count = vm.total
+    cluster_node = clusters.get(focus.cluster_id) if focus is not None else None
+    if cluster_node is not None:
+        cluster_node.hosts, cluster_node.host_count = cluster_hosts(cluster_node.cluster.pk, focus_id=focus.host_id)
+        for host_node in cluster_node.hosts:
+            if host_node.host.pk == focus.host_id:
+                host_node.vms, host_node.vm_count = host_vms(focus.host_id, focus_id=focus.vm_id)
     return list(dcs.values())
 
 
@@ -136,8 +205,12 @@ class PortalChrome:
         self.request = request
 
     @cached_property
+    def tree_focus(self) -> TreeFocus | None:
+        return getattr(self.request, "olvm_tree_focus", None)
+
+    @cached_property
     def tree(self) -> list[DataCenterNode]:
-        return system_tree()
+        return system_tree(self.tree_focus)
 
     @cached_property
     def events(self) -> list[Event]:

@@ -1,4 +1,13 @@
-"""FilterSets of the portal list pages: the search box and the filter selects."""
+"""FilterSets of the portal list pages: the search box and the filters.
+
+A filter on a related object (`RelatedFilter`) takes the object's id (the links of the
+tree and the detail pages use it) or its name. It renders as a select of every object
+while there are at most MAX_FILTER_OPTIONS of them, and as a text box beyond that (hosts
+always: there can be thousands), so no filter form grows with the inventory: one query
+of at most MAX_FILTER_OPTIONS + 1 rows per select, none for a text box.
+"""
+
+import uuid
 
 import django_filters
 from django import forms
@@ -17,6 +26,59 @@ from storage.models import Disk, StorageDomain
 from .forms import bootstrap_widget
 from .search import HOST_FIELDS, VM_FIELDS, SearchError, parse_search, search_q
 
+MAX_FILTER_OPTIONS = 200
+
+
+class RelatedFilter(django_filters.Filter):
+    """Rows whose `field_name` is one object, given by id or by name (`name*`: a prefix).
+
+    `queryset` lists the objects a select offers; without one (or with more than
+    `max_options`, by default MAX_FILTER_OPTIONS, objects) the filter is a text box.
+    """
+
+    field_class = forms.CharField
+
+    def __init__(self, *, queryset=None, max_options: int | None = None, placeholder: str = "", **kwargs):
+        self.queryset = queryset
+        self.max_options = max_options
+        self.placeholder = placeholder or "Name, or prefix*"
+        kwargs.setdefault("max_length", 255)
+        super().__init__(**kwargs)
+
+    def filter(self, qs, value):
+        value = (value or "").strip()
+        if not value:
+            return qs
+        try:
+            lookup = {self.field_name: uuid.UUID(value)}
+        except ValueError:
+            if value.endswith("*") and value[:-1]:
+                lookup = {f"{self.field_name}__name__istartswith": value[:-1]}
+            else:
+                lookup = {f"{self.field_name}__name__iexact": value}
+        qs = self.get_method(qs)(**lookup)
+        return qs.distinct() if self.distinct else qs
+
+    def options(self) -> list[tuple[str, str]] | None:
+        """(id, name) of every object, or None when there are more than `max_options`."""
+        if self.queryset is None:
+            return None
+        limit = self.max_options or MAX_FILTER_OPTIONS
+        rows = list(self.queryset.order_by("name").values_list("pk", "name")[: limit + 1])
+        if len(rows) > limit:
+            return None
+        return [(str(pk), name) for pk, name in rows]
+
+    def widget(self, value) -> forms.Widget:
+        """A select of the options, or a text box; `value` is what the request asked for."""
+        options = self.options()
+        if options is None:
+            return forms.TextInput(attrs={"placeholder": self.placeholder, "type": "search"})
+        value = (value or "").strip() if isinstance(value, str) else ""
+        if value and value not in {pk for pk, _ in options}:
+            options.append((value, value))  # a name (or an unknown id) typed in the URL: keep it visible
+        return forms.Select(choices=[("", "Any"), *options])
+
 
 class PortalFilterSet(django_filters.FilterSet):
     """A FilterSet whose form renders with small Bootstrap widgets and "Any" as the empty choice."""
@@ -31,6 +93,10 @@ class PortalFilterSet(django_filters.FilterSet):
     def form(self):
         form = super().form
         if not getattr(form, "olvm_styled", False):
+            for name, filter_ in self.filters.items():
+                if isinstance(filter_, RelatedFilter) and name in form.fields:
+                    value = form.data.get(form.add_prefix(name)) if form.is_bound else None
+                    form.fields[name].widget = filter_.widget(value)
             for field in form.fields.values():
                 bootstrap_widget(field.widget, small=True)
                 _any_choice(field)
@@ -105,7 +171,7 @@ class DataCenterFilterSet(PortalFilterSet):
 class ClusterFilterSet(PortalFilterSet):
     q = search_box("Name or description", method="search")
     search = text_search("name", "description")
-    data_center = django_filters.ModelChoiceFilter(queryset=DataCenter.objects.only("id", "name"))
+    data_center = RelatedFilter(label="Data center", queryset=DataCenter.objects.all())
 
     class Meta:
         model = Cluster
@@ -120,9 +186,9 @@ class HostFilterSet(PortalFilterSet):
         widget=forms.TextInput(attrs={"placeholder": "Hosts: status=up and cluster=Default", "type": "search"}),
     )
     status = django_filters.ChoiceFilter(choices=HostStatus.choices)
-    cluster = django_filters.ModelChoiceFilter(queryset=Cluster.objects.only("id", "name"))
-    data_center = django_filters.ModelChoiceFilter(
-        field_name="cluster__data_center", label="Data center", queryset=DataCenter.objects.only("id", "name")
+    cluster = RelatedFilter(label="Cluster", queryset=Cluster.objects.all())
+    data_center = RelatedFilter(
+        field_name="cluster__data_center", label="Data center", queryset=DataCenter.objects.all()
     )
 
     class Meta:
@@ -138,11 +204,9 @@ class VmFilterSet(PortalFilterSet):
         widget=forms.TextInput(attrs={"placeholder": "Vms: status=up and cluster=Default", "type": "search"}),
     )
     status = django_filters.ChoiceFilter(choices=VmStatus.choices)
-    cluster = django_filters.ModelChoiceFilter(queryset=Cluster.objects.only("id", "name"))
-    data_center = django_filters.ModelChoiceFilter(label="Data center", queryset=DataCenter.objects.only("id", "name"))
-    host = django_filters.ModelChoiceFilter(
-        field_name="run_on_host", label="Host", queryset=Host.objects.only("id", "name")
-    )
+    cluster = RelatedFilter(label="Cluster", queryset=Cluster.objects.all())
+    data_center = RelatedFilter(label="Data center", queryset=DataCenter.objects.all())
+    host = RelatedFilter(field_name="run_on_host", label="Host", placeholder="Host name, or prefix*")
     os_type = django_filters.ChoiceFilter(label="OS", choices=OsType.choices)
     template = django_filters.UUIDFilter(field_name="template_id", widget=forms.HiddenInput)
 
@@ -154,7 +218,7 @@ class VmFilterSet(PortalFilterSet):
 class TemplateFilterSet(PortalFilterSet):
     q = search_box("Name or description", method="search")
     search = text_search("name", "description", "version_name")
-    cluster = django_filters.ModelChoiceFilter(queryset=Cluster.objects.only("id", "name"))
+    cluster = RelatedFilter(label="Cluster", queryset=Cluster.objects.all())
     os_type = django_filters.ChoiceFilter(label="OS", choices=OsType.choices)
 
     class Meta:
@@ -165,10 +229,8 @@ class TemplateFilterSet(PortalFilterSet):
 class LogicalNetworkFilterSet(PortalFilterSet):
     q = search_box("Name or description", method="search")
     search = text_search("name", "description")
-    data_center = django_filters.ModelChoiceFilter(queryset=DataCenter.objects.only("id", "name"))
-    cluster = django_filters.ModelChoiceFilter(
-        field_name="cluster_attachments__cluster", label="Cluster", queryset=Cluster.objects.only("id", "name")
-    )
+    data_center = RelatedFilter(label="Data center", queryset=DataCenter.objects.all())
+    cluster = RelatedFilter(field_name="cluster_attachments__cluster", label="Cluster", queryset=Cluster.objects.all())
 
     class Meta:
         model = LogicalNetwork
@@ -178,9 +240,9 @@ class LogicalNetworkFilterSet(PortalFilterSet):
 class VnicProfileFilterSet(PortalFilterSet):
     q = search_box("Name or description", method="search")
     search = text_search("name", "description", "network__name")
-    network = django_filters.ModelChoiceFilter(queryset=LogicalNetwork.objects.only("id", "name"))
-    data_center = django_filters.ModelChoiceFilter(
-        field_name="network__data_center", label="Data center", queryset=DataCenter.objects.only("id", "name")
+    network = RelatedFilter(label="Network", queryset=LogicalNetwork.objects.all())
+    data_center = RelatedFilter(
+        field_name="network__data_center", label="Data center", queryset=DataCenter.objects.all()
     )
 
     class Meta:
@@ -194,7 +256,7 @@ class StorageDomainFilterSet(PortalFilterSet):
     status = django_filters.ChoiceFilter(choices=StorageDomainStatus.choices)
     type = django_filters.ChoiceFilter(choices=StorageDomainType.choices)
     role = django_filters.ChoiceFilter(choices=StorageDomainRole.choices)
-    data_center = django_filters.ModelChoiceFilter(queryset=DataCenter.objects.only("id", "name"))
+    data_center = RelatedFilter(label="Data center", queryset=DataCenter.objects.all())
 
     class Meta:
         model = StorageDomain
@@ -205,7 +267,7 @@ class DiskFilterSet(PortalFilterSet):
     q = search_box("Alias or description", method="search")
     search = text_search("alias", "description")
     status = django_filters.ChoiceFilter(choices=DiskStatus.choices)
-    storage_domain = django_filters.ModelChoiceFilter(queryset=StorageDomain.objects.only("id", "name"))
+    storage_domain = RelatedFilter(label="Storage domain", queryset=StorageDomain.objects.all())
     vm = django_filters.UUIDFilter(field_name="attachments__vm_id", widget=forms.HiddenInput)
 
     class Meta:

@@ -83,4 +83,6 @@ urlpatterns = [
     path("events/", views.EventListView.as_view(), name="event-list"),
     path("jobs/", views.JobListView.as_view(), name="job-list"),
     path("jobs/<uuid:pk>/", views.JobDetailView.as_view(), name="job-detail"),
+    path("tree/clusters/<uuid:pk>/", views.TreeClusterView.as_view(), name="tree-cluster"),
+    path("tree/hosts/<uuid:pk>/", views.TreeHostView.as_view(), name="tree-host"),
 ]

@@ -8,16 +8,17 @@ message banner (ConflictError).
 
 import copy
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
 from django.core.exceptions import ValidationError
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
-from django.http import Http404, HttpResponseNotAllowed
+from django.db.models import Count, Q, Sum
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.html import format_html
@@ -40,6 +41,8 @@ from storage import services as storage_services
 from storage.models import Disk, DiskAttachment, StorageDomain
 
 from . import filtersets, forms, tables
+from .context_processors import ClusterNode, HostNode, cluster_hosts, focus_tree_on, host_vms
+from .queries import count_of
 from .search import HOST_FIELDS, VM_FIELDS
 
 PAGE_SIZE = 50
@@ -67,25 +70,6 @@ class PortalMixin(StaffRequiredMixin):
         context.setdefault("title", self.title)
         context["section"] = self.section
         return context
-
-
-def count_of(model, field: str, **filters) -> Subquery:
-    """A correlated COUNT(*) of `model` rows whose `field` points at the outer row."""
-    rows = model.objects.filter(**{field: OuterRef("pk")}, **filters).order_by().values(field)
-    return Coalesce(
-        Subquery(rows.annotate(n=Count("*")).values("n"), output_field=IntegerField()),
-        Value(0),
-        output_field=IntegerField(),
-    )
-
-
-def sum_of(model, field: str, column: str, **filters) -> Subquery:
-    rows = model.objects.filter(**{field: OuterRef("pk")}, **filters).order_by().values(field)
-    return Coalesce(
-        Subquery(rows.annotate(total=Sum(column)).values("total"), output_field=IntegerField()),
-        Value(0),
-        output_field=IntegerField(),
-    )
 
 
 def label(obj) -> str:
@@ -174,23 +158,41 @@ class DashboardView(PortalMixin, TemplateView):
         totals = DataCenter.objects.aggregate(data_centers=Count("pk"))
         totals.update(Cluster.objects.aggregate(clusters=Count("pk")))
         totals.update(StorageDomain.objects.aggregate(storage_domains=Count("pk")))
-        host_counts = dict(Host.objects.order_by().values_list("status").annotate(n=Count("pk")))
-        vm_counts = dict(VirtualMachine.objects.order_by().values_list("status").annotate(n=Count("pk")))
-        running = list(RUNNING)
-        capacity = list(
-            Cluster.objects.select_related("data_center")
-            .annotate(
-                host_count=count_of(Host, "cluster"),
-                hosts_up=count_of(Host, "cluster", status=HostStatus.UP),
-                host_memory=sum_of(Host, "cluster", "memory_mib", status=HostStatus.UP),
-                host_threads=sum_of(Host, "cluster", "cpu_threads", status=HostStatus.UP),
-                vm_count=count_of(VirtualMachine, "cluster"),
-                vms_running=count_of(VirtualMachine, "cluster", status__in=running),
-                vm_memory=sum_of(VirtualMachine, "cluster", "memory_mib", status__in=running),
-                vm_vcpus=sum_of(VirtualMachine, "cluster", "vcpus", status__in=running),
-            )
-            .order_by("data_center__name", "name")
+        # One scan of the hosts and one of the VMs, grouped by cluster and status: the counts
+        # by status and the capacity of every cluster both come from them.
+        hosts = (
+            Host.objects.order_by()
+            .values_list("cluster_id", "status")
+            .annotate(n=Count("pk"), memory=Sum("memory_mib"), threads=Sum("cpu_threads"))
         )
+        vms = (
+            VirtualMachine.objects.order_by()
+            .values_list("cluster_id", "status")
+            .annotate(n=Count("pk"), memory=Sum("memory_mib"), vcpus=Sum("vcpus"))
+        )
+        host_counts, vm_counts = defaultdict(int), defaultdict(int)
+        per_cluster = defaultdict(lambda: defaultdict(int))
+        for cluster_id, status, n, memory, threads in hosts:
+            host_counts[status] += n
+            usage = per_cluster[cluster_id]
+            usage["host_count"] += n
+            if status == HostStatus.UP:
+                usage["hosts_up"] += n
+                usage["host_memory"] += memory or 0
+                usage["host_threads"] += threads or 0
+        for cluster_id, status, n, memory, vcpus in vms:
+            vm_counts[status] += n
+            usage = per_cluster[cluster_id]
+            usage["vm_count"] += n
+            if status in RUNNING:
+                usage["vms_running"] += n
+                usage["vm_memory"] += memory or 0
+                usage["vm_vcpus"] += vcpus or 0
+        capacity = list(Cluster.objects.select_related("data_center").order_by("data_center__name", "name"))
+        for cluster in capacity:
+            usage = per_cluster[cluster.pk]
+            for name in CAPACITY_FIELDS:
+                setattr(cluster, name, usage[name])
         context.update(
             totals=totals,
             host_total=sum(host_counts.values()),
@@ -204,8 +206,70 @@ class DashboardView(PortalMixin, TemplateView):
         return context
 
 
+CAPACITY_FIELDS = (
+    "host_count",
+    "hosts_up",
+    "host_memory",
+    "host_threads",
+    "vm_count",
+    "vms_running",
+    "vm_memory",
+    "vm_vcpus",
+)
+
+
 def _status_rows(choices, counts: dict) -> list[dict]:
     return [{"code": code, "label": label, "count": counts.get(code, 0)} for code, label in choices if counts.get(code)]
+
+
+# The system tree: what htmx fetches when a cluster or a host is expanded ----------------------
+
+
+class TreePartialView(StaffRequiredMixin, View):
+    """A fragment of the system tree (`<li>` items), for htmx; a fixed number of queries."""
+
+    template_name = ""
+
+    def handle_no_permission(self):
+        # htmx follows a redirect and would put the sign-in page inside the tree: ask it to
+        # load the sign-in page as the whole page instead (HX-Redirect), back to where it was.
+        if self.request.headers.get("HX-Request") and not self.request.user.is_authenticated:
+            response = HttpResponse(status=204)
+            current = urlsplit(self.request.headers.get("HX-Current-URL", ""))
+            next_url = (current.path or reverse("portals:dashboard")) + (f"?{current.query}" if current.query else "")
+            response["HX-Redirect"] = f"{reverse('portals:login')}?{urlencode({'next': next_url})}"
+            return response
+        return super().handle_no_permission()
+
+    def get(self, request, pk):
+        return render(request, self.template_name, self.get_context(pk))
+
+    def get_context(self, pk) -> dict:
+        raise NotImplementedError
+
+
+class TreeClusterView(TreePartialView):
+    """The first hosts of a cluster, then a "more" link to the host list of that cluster."""
+
+    template_name = "portals/inc/tree_hosts.html"
+
+    def get_context(self, pk) -> dict:
+        cluster = get_object_or_404(Cluster.objects.only("id", "name"), pk=pk)
+        node = ClusterNode(cluster)
+        node.hosts, node.host_count = cluster_hosts(cluster.pk)
+        return {"cluster_node": node}
+
+
+class TreeHostView(TreePartialView):
+    """The first VMs running on a host, then a "more" link to the VM list of that host."""
+
+    template_name = "portals/inc/tree_vms.html"
+
+    def get_context(self, pk) -> dict:
+        host = get_object_or_404(Host.objects.only("id", "name"), pk=pk)
+        node = HostNode(host)
+        node.vms, node.vm_count = host_vms(host.pk)
+        return {"host_node": node}
 
 
 # Generic list / detail / edit / remove / action views --------------------------------------
@@ -264,6 +328,7 @@ class ObjectDetailView(PortalMixin, DetailView):
         context = super().get_context_data(**kwargs)
         tab = self.current_tab()
         obj = self.object
+        focus_tree_on(self.request, obj)
         context.update(
             title=label(obj),
             tabs=self.tabs,
@@ -732,6 +797,18 @@ class VmListView(ObjectListView):
     add_url_name = "portals:vm-add"
     add_label = "New VM"
     search_help = "portals/inc/search_help.html"
+
+    # What VmTable shows and no more: the rows of the related objects are wide (JSON
+    # settings). A column reading another field would cost a query per row (the pinned
+    # query counts of the tests catch it).
+    list_fields = (
+        *("id", "name", "status", "description", "os_type", "vcpus", "memory_mib", "guest_ips"),
+        *("cluster__id", "cluster__name", "data_center__id", "data_center__name"),
+        *("run_on_host__id", "run_on_host__name"),
+    )
+
+    def get_queryset(self):
+        return super().get_queryset().only(*self.list_fields)
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)

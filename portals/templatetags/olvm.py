@@ -176,3 +176,19 @@ def invalid_aware(bound_field):
         return bound_field.as_widget()
     css = bound_field.field.widget.attrs.get("class", "")
     return bound_field.as_widget(attrs={"class": f"{css} is-invalid".strip()})
+
+
+@register.filter
+def table_cells(row):
+    """(`td` attributes as HTML, rendered cell) of a table row, for portals/inc/table.html.
+
+    The attributes of a column are computed on its first cell and kept on the table: the
+    portal's tables give static `td` attributes, and django-tables2 rebuilds them per cell.
+    """
+    table = row.table
+    known = table.__dict__.setdefault("_olvm_td_attrs", {})
+    for column, cell in row.items():
+        attrs = known.get(column.name)
+        if attrs is None:
+            attrs = known[column.name] = column.attrs["td"].as_html()
+        yield attrs, cell

@@ -1,7 +1,10 @@
 """Pinned query counts: a page costs the same at 3 objects as at 30 (no N+1).
 
-Every page pays 2 queries for the session and the user, 4 for the system tree and 2 for
-the bottom panes; the numbers below are the whole page.
+Every page pays 2 queries for the session and the user, 2 for the system tree (data
+centers and clusters: hosts and VMs are fetched when their node is opened) and 2 for the
+bottom panes; the numbers below are the whole page. The detail page of a cluster, host or
+VM also shows its branch of the tree expanded: one query for the first hosts of the
+cluster, one for the first VMs of the host.
 """
 
 import pytest
@@ -11,12 +14,17 @@ from django.urls import reverse
 
 from compute.choices import VmStatus
 from inventory.audit import create_job, record_event
+from inventory.models import Host
 from tests.factories import make_cluster, make_data_center, make_host, make_vm
 
-VM_LIST_QUERIES = 13  # + count + page of VMs + the cluster, data center and host selects of the filter form
-HOST_LIST_QUERIES = 12  # + count + page of hosts + the cluster and data center selects
-DASHBOARD_QUERIES = 14  # + 3 totals + hosts by status + VMs by status + capacity per cluster
-VM_DETAIL_QUERIES = 9  # + the VM with its cluster, data center, host, template and instance type
+VM_LIST_QUERIES = 10  # + count + page of VMs + the cluster and data center selects (the host filter is a text box)
+HOST_LIST_QUERIES = 10  # + count + page of hosts + the cluster and data center selects
+DASHBOARD_QUERIES = 12  # + 3 totals + hosts and VMs by cluster and status + the clusters
+VM_DETAIL_QUERIES = 8  # + the VM with its cluster, data center, host, template... + its cluster's hosts (tree)
+RUNNING_VM_DETAIL_QUERIES = VM_DETAIL_QUERIES + 1  # + the VMs of its host (tree)
+HOST_DETAIL_QUERIES = 9  # + the host + its cluster's hosts + its VMs (tree)
+CLUSTER_DETAIL_QUERIES = 8  # + the cluster + its hosts (tree)
+TREE_PARTIAL_QUERIES = 4  # session + user + the cluster (host) + its first hosts (VMs) with the counts
 
 
 def count_queries(client, url, params=None) -> int:
@@ -81,6 +89,31 @@ def test_vm_detail_tabs_query_count_does_not_grow(user_client, size):
 
     assert count_queries(user_client, url) == VM_DETAIL_QUERIES
     assert count_queries(user_client, url, {"tab": "events"}) == VM_DETAIL_QUERIES + 2  # count + page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_detail_pages_with_their_tree_branch_cost_the_same_with_more_rows(user_client, size):
+    grow(size, clusters=1, hosts_per_cluster=size // 3 + 1)
+    host = Host.objects.filter(running_vms__isnull=False).order_by("name").last()  # one of many, with VMs
+    vm = host.running_vms.order_by("name").last()
+
+    assert count_queries(user_client, reverse("portals:vm-detail", args=[vm.pk])) == RUNNING_VM_DETAIL_QUERIES
+    assert count_queries(user_client, reverse("portals:host-detail", args=[host.pk])) == HOST_DETAIL_QUERIES
+    assert count_queries(user_client, reverse("portals:cluster-detail", args=[host.cluster_id])) == (
+        CLUSTER_DETAIL_QUERIES
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_tree_partials_cost_the_same_with_more_rows(user_client, size):
+    grow(size, clusters=1, hosts_per_cluster=size // 3 + 1)
+    host = Host.objects.filter(running_vms__isnull=False).order_by("name").last()
+    cluster = host.cluster
+
+    assert count_queries(user_client, reverse("portals:tree-cluster", args=[cluster.pk])) == TREE_PARTIAL_QUERIES
+    assert count_queries(user_client, reverse("portals:tree-host", args=[host.pk])) == TREE_PARTIAL_QUERIES
 
 
 LIST_PAGES = [
