@@ -100,6 +100,11 @@ def main() -> None:
     args = parser.parse_args()
     django_on_bench_db()
     build(args.hosts, args.vms)
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # fresh planner statistics, as autovacuum would keep them
 
     from django.contrib.auth import get_user_model
     from django.test import Client
