@@ -1,4 +1,15 @@
-from rest_framework.routers import DefaultRouter
+"""Routes of the inventory API; olvm_site.api_urls gathers every app's router under /api/v1/."""
 
-router = DefaultRouter()
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+router = SimpleRouter()
+router.register("data-centers", views.DataCenterViewSet, basename="data-center")
+router.register("clusters", views.ClusterViewSet, basename="cluster")
+router.register("hosts", views.HostViewSet, basename="host")
+router.register("events", views.EventViewSet, basename="event")
+router.register("jobs", views.JobViewSet, basename="job")
+router.register("users", views.UserViewSet, basename="user")
+
 urlpatterns = router.urls

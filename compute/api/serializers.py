@@ -1,0 +1,213 @@
+"""Serializers of the compute API: VMs, templates, instance types, snapshots."""
+
+from rest_framework import serializers
+
+from inventory.api.serializers import SelfUrlField, ValidatedModelSerializer, name_of, with_model_defaults
+
+from ..models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
+
+# What a new VM takes from its template unless given (compute.services.SHAPE_FIELDS).
+SHAPE_FIELDS = ("description", "os_type", "vcpus", "memory_mib", "console_type")
+
+
+class InstanceTypeSerializer(ValidatedModelSerializer):
+    url = SelfUrlField("instance-type")
+
+    class Meta:
+        model = InstanceType
+        fields = ("id", "url", "name", "description", "memory_mib", "vcpus", "created_at", "updated_at")
+
+    def create(self, validated_data):
+        from ..services import create_instance_type
+
+        data = with_model_defaults(InstanceType, validated_data, ("description",))
+        return self.saved(create_instance_type(user=self.user, **data))
+
+    def update(self, instance, validated_data):
+        from ..services import update_instance_type
+
+        return self.saved(update_instance_type(instance, user=self.user, **validated_data))
+
+
+class TemplateSerializer(ValidatedModelSerializer):
+    url = SelfUrlField("template")
+    cluster_name = name_of("cluster.name")
+    vm = serializers.PrimaryKeyRelatedField(
+        queryset=VirtualMachine.objects.all(),
+        write_only=True,
+        required=False,
+        allow_null=True,
+        help_text="Create the template from this (down) VM: its shape and a copy of its disks.",
+    )
+
+    class Meta:
+        model = Template
+        fields = (
+            "id",
+            "url",
+            "name",
+            "description",
+            "cluster",
+            "cluster_name",
+            "base_template",
+            "version_number",
+            "version_name",
+            "os_type",
+            "vcpus",
+            "memory_mib",
+            "console_type",
+            "vm",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = ("version_number",)
+        extra_kwargs = {"name": {"required": False, "help_text": "Required, except for a version (base_template)."}}
+        create_only_fields = ("cluster", "base_template", "vm")
+        # The service numbers versions (and names them after their base template).
+        validation_exclude = ("version_number",)
+
+    def validate(self, attrs):
+        if self.instance is None and not attrs.get("base_template") and not attrs.get("name"):
+            raise serializers.ValidationError({"name": ["This field is required."]})
+        return super().validate(attrs)
+
+    def prepare_instance(self, instance, attrs):
+        base = attrs.get("base_template")
+        if self.instance is None and base is not None:
+            base = base.base_template or base
+            instance.base_template, instance.name = base, base.name
+            return ("base_template", "name")
+        return ()
+
+    def create(self, validated_data):
+        from ..services import create_template
+
+        data = dict(validated_data)
+        if data.get("base_template") is not None:
+            data.setdefault("name", data["base_template"].name)
+        return self.saved(create_template(user=self.user, **data))
+
+    def update(self, instance, validated_data):
+        from ..services import update_template
+
+        return self.saved(update_template(instance, user=self.user, **validated_data))
+
+
+class VmSerializer(ValidatedModelSerializer):
+    url = SelfUrlField("vm")
+    cluster_name = name_of("cluster.name")
+    data_center_name = name_of("data_center.name")
+    template_name = name_of("template.name")
+    instance_type_name = name_of("instance_type.name")
+    run_on_host_name = name_of("run_on_host.name")
+
+    class Meta:
+        model = VirtualMachine
+        fields = (
+            "id",
+            "url",
+            "name",
+            "description",
+            "comment",
+            "cluster",
+            "cluster_name",
+            "data_center",
+            "data_center_name",
+            "template",
+            "template_name",
+            "instance_type",
+            "instance_type_name",
+            "os_type",
+            "vcpus",
+            "memory_mib",
+            "guaranteed_memory_mib",
+            "console_type",
+            "ha_enabled",
+            "ha_priority",
+            "resume_behavior",
+            "placement_policy",
+            "pinned_hosts",
+            "status",
+            "status_changed_at",
+            "run_on_host",
+            "run_on_host_name",
+            "external",
+            "next_run_config",
+            "guest_hostname",
+            "guest_os",
+            "guest_kernel",
+            "guest_ips",
+            "guest_timezone",
+            "guest_users",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = (
+            "data_center",
+            "status",
+            "status_changed_at",
+            "run_on_host",
+            "external",
+            "next_run_config",
+            "guest_hostname",
+            "guest_os",
+            "guest_kernel",
+            "guest_ips",
+            "guest_timezone",
+            "guest_users",
+        )
+        extra_kwargs = {
+            "template": {"required": False, "help_text": "Empty: the Blank template."},
+            "pinned_hosts": {"required": False},
+        }
+        create_only_fields = ("cluster", "template")
+
+    def prepare_instance(self, instance, attrs):
+        """The VM as create_vm makes it: the data center from the cluster (so a name taken in the
+        data center is a field error here), the shape from the template and instance type."""
+        filled = []
+        if instance.cluster_id:
+            instance.data_center_id = instance.cluster.data_center_id
+            filled.append("data_center")
+        if self.instance is None:
+            template = attrs.get("template") or Template.objects.get(pk=BLANK_TEMPLATE_ID)
+            instance.template = template
+            filled.append("template")
+            given = set(attrs)
+            for name in SHAPE_FIELDS:
+                if name not in given:
+                    setattr(instance, name, getattr(template, name))
+            itype = attrs.get("instance_type")
+            if itype is not None:
+                instance.vcpus = attrs.get("vcpus", itype.vcpus)
+                instance.memory_mib = attrs.get("memory_mib", itype.memory_mib)
+            if "guaranteed_memory_mib" not in given:
+                instance.guaranteed_memory_mib = instance.memory_mib
+        return filled
+
+    def create(self, validated_data):
+        from ..services import create_vm
+
+        return self.saved(create_vm(user=self.user, **validated_data))
+
+    def update(self, instance, validated_data):
+        from ..services import update_vm
+
+        return self.saved(update_vm(instance, user=self.user, **validated_data))
+
+
+class SnapshotSerializer(ValidatedModelSerializer):
+    url = SelfUrlField("snapshot")
+    vm_name = name_of("vm.name")
+
+    class Meta:
+        model = Snapshot
+        fields = ("id", "url", "vm", "vm_name", "description", "with_memory", "status", "created_at", "updated_at")
+        read_only_fields = ("status",)
+
+    def create(self, validated_data):
+        from ..services import create_snapshot
+
+        data = with_model_defaults(Snapshot, validated_data, ("with_memory",))
+        vm = data.pop("vm")
+        return self.saved(create_snapshot(vm, user=self.user, **data))
