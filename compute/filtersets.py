@@ -16,9 +16,9 @@ class InstanceTypeFilterSet(NameFilterMixin):
 
 
 class TemplateFilterSet(NameFilterMixin):
-    cluster = filters.ModelMultipleChoiceFilter(queryset=Cluster.objects.all())
-    base_template = filters.ModelMultipleChoiceFilter(queryset=Template.objects.all())
-    os_type = filters.MultipleChoiceFilter(choices=OsType.choices)
+    cluster = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Cluster.objects.all())
+    base_template = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Template.objects.all())
+    os_type = filters.MultipleChoiceFilter(distinct=False, choices=OsType.choices)
 
     class Meta:
         model = Template
@@ -26,14 +26,14 @@ class TemplateFilterSet(NameFilterMixin):
 
 
 class VmFilterSet(NameFilterMixin):
-    status = filters.MultipleChoiceFilter(choices=VmStatus.choices)
-    cluster = filters.ModelMultipleChoiceFilter(queryset=Cluster.objects.all())
-    data_center = filters.ModelMultipleChoiceFilter(queryset=DataCenter.objects.all())
+    status = filters.MultipleChoiceFilter(distinct=False, choices=VmStatus.choices)
+    cluster = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Cluster.objects.all())
+    data_center = filters.ModelMultipleChoiceFilter(distinct=False, queryset=DataCenter.objects.all())
     host = filters.ModelMultipleChoiceFilter(
-        field_name="run_on_host", queryset=Host.objects.all(), help_text="Running on this host."
+        distinct=False, field_name="run_on_host", queryset=Host.objects.all(), help_text="Running on this host."
     )
-    template = filters.ModelMultipleChoiceFilter(queryset=Template.objects.all())
-    os_type = filters.MultipleChoiceFilter(choices=OsType.choices)
+    template = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Template.objects.all())
+    os_type = filters.MultipleChoiceFilter(distinct=False, choices=OsType.choices)
 
     class Meta:
         model = VirtualMachine
@@ -41,8 +41,8 @@ class VmFilterSet(NameFilterMixin):
 
 
 class SnapshotFilterSet(filters.FilterSet):
-    vm = filters.ModelMultipleChoiceFilter(queryset=VirtualMachine.objects.all())
-    status = filters.MultipleChoiceFilter(choices=SnapshotStatus.choices)
+    vm = filters.ModelMultipleChoiceFilter(distinct=False, queryset=VirtualMachine.objects.all())
+    status = filters.MultipleChoiceFilter(distinct=False, choices=SnapshotStatus.choices)
     description = filters.CharFilter(lookup_expr="icontains")
 
     class Meta:

@@ -38,7 +38,7 @@ class DataCenterFilterSet(NameFilterMixin):
 
 
 class ClusterFilterSet(NameFilterMixin):
-    data_center = filters.ModelMultipleChoiceFilter(queryset=DataCenter.objects.all())
+    data_center = filters.ModelMultipleChoiceFilter(distinct=False, queryset=DataCenter.objects.all())
 
     class Meta:
         model = Cluster
@@ -46,10 +46,10 @@ class ClusterFilterSet(NameFilterMixin):
 
 
 class HostFilterSet(NameFilterMixin):
-    status = filters.MultipleChoiceFilter(choices=HostStatus.choices)
-    cluster = filters.ModelMultipleChoiceFilter(queryset=Cluster.objects.all())
+    status = filters.MultipleChoiceFilter(distinct=False, choices=HostStatus.choices)
+    cluster = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Cluster.objects.all())
     data_center = filters.ModelMultipleChoiceFilter(
-        field_name="cluster__data_center", queryset=DataCenter.objects.all()
+        distinct=False, field_name="cluster__data_center", queryset=DataCenter.objects.all()
     )
 
     class Meta:
@@ -60,7 +60,7 @@ class HostFilterSet(NameFilterMixin):
 class ObjectRefsFilterSet(filters.FilterSet):
     """Filters on the object an Event or Job concerns and the objects above it."""
 
-    object_type = filters.MultipleChoiceFilter(choices=ObjectType.choices)
+    object_type = filters.MultipleChoiceFilter(distinct=False, choices=ObjectType.choices)
     object_id = filters.UUIDFilter()
     data_center = filters.UUIDFilter(field_name="data_center_id")
     cluster = filters.UUIDFilter(field_name="cluster_id")
@@ -71,7 +71,7 @@ class ObjectRefsFilterSet(filters.FilterSet):
 
 
 class EventFilterSet(ObjectRefsFilterSet):
-    severity = filters.MultipleChoiceFilter(choices=EventSeverity.choices)
+    severity = filters.MultipleChoiceFilter(distinct=False, choices=EventSeverity.choices)
     code = filters.CharFilter()
     since = UtcIsoDateTimeFilter(field_name="time", lookup_expr="gte")
     until = UtcIsoDateTimeFilter(field_name="time", lookup_expr="lt")
@@ -82,7 +82,7 @@ class EventFilterSet(ObjectRefsFilterSet):
 
 
 class JobFilterSet(ObjectRefsFilterSet):
-    status = filters.MultipleChoiceFilter(choices=JobStatus.choices)
+    status = filters.MultipleChoiceFilter(distinct=False, choices=JobStatus.choices)
     action_type = filters.CharFilter()
 
     class Meta:

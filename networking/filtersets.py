@@ -16,7 +16,7 @@ class MacPoolFilterSet(NameFilterMixin):
 
 
 class NetworkFilterSet(NameFilterMixin):
-    data_center = filters.ModelMultipleChoiceFilter(queryset=DataCenter.objects.all())
+    data_center = filters.ModelMultipleChoiceFilter(distinct=False, queryset=DataCenter.objects.all())
     cluster = filters.ModelMultipleChoiceFilter(
         field_name="cluster_attachments__cluster", queryset=Cluster.objects.all(), distinct=True
     )
@@ -27,8 +27,8 @@ class NetworkFilterSet(NameFilterMixin):
 
 
 class ClusterNetworkFilterSet(filters.FilterSet):
-    cluster = filters.ModelMultipleChoiceFilter(queryset=Cluster.objects.all())
-    network = filters.ModelMultipleChoiceFilter(queryset=LogicalNetwork.objects.all())
+    cluster = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Cluster.objects.all())
+    network = filters.ModelMultipleChoiceFilter(distinct=False, queryset=LogicalNetwork.objects.all())
 
     class Meta:
         model = ClusterNetwork
@@ -36,9 +36,9 @@ class ClusterNetworkFilterSet(filters.FilterSet):
 
 
 class VnicProfileFilterSet(NameFilterMixin):
-    network = filters.ModelMultipleChoiceFilter(queryset=LogicalNetwork.objects.all())
+    network = filters.ModelMultipleChoiceFilter(distinct=False, queryset=LogicalNetwork.objects.all())
     data_center = filters.ModelMultipleChoiceFilter(
-        field_name="network__data_center", queryset=DataCenter.objects.all()
+        distinct=False, field_name="network__data_center", queryset=DataCenter.objects.all()
     )
 
     class Meta:
@@ -47,8 +47,8 @@ class VnicProfileFilterSet(NameFilterMixin):
 
 
 class NicFilterSet(NameFilterMixin):
-    vm = filters.ModelMultipleChoiceFilter(queryset=VirtualMachine.objects.all())
-    profile = filters.ModelMultipleChoiceFilter(queryset=VnicProfile.objects.all())
+    vm = filters.ModelMultipleChoiceFilter(distinct=False, queryset=VirtualMachine.objects.all())
+    profile = filters.ModelMultipleChoiceFilter(distinct=False, queryset=VnicProfile.objects.all())
     mac = filters.CharFilter(lookup_expr="iexact")
 
     class Meta:

@@ -50,7 +50,8 @@ fi
 [ -n "$SYS_PY" ] || SYS_PY="$(find_python)" || die "no python3 >= 3.11 found"
 
 # --- Virtualenv --------------------------------------------------------------------------
-if [ ! -x "$PY" ] || ! "$PY" -c 'import sys' 2>/dev/null; then
+# (An interrupted earlier creation leaves a venv without pip: make it again.)
+if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
     say "creating .venv with $SYS_PY ($("$SYS_PY" -V))"
     rm -rf "$VENV"
     "$SYS_PY" -m venv "$VENV"

@@ -11,10 +11,10 @@ from .models import Disk, DiskAttachment, StorageDomain
 
 
 class StorageDomainFilterSet(NameFilterMixin):
-    data_center = filters.ModelMultipleChoiceFilter(queryset=DataCenter.objects.all())
-    status = filters.MultipleChoiceFilter(choices=StorageDomainStatus.choices)
-    type = filters.MultipleChoiceFilter(choices=StorageDomainType.choices)
-    role = filters.MultipleChoiceFilter(choices=StorageDomainRole.choices)
+    data_center = filters.ModelMultipleChoiceFilter(distinct=False, queryset=DataCenter.objects.all())
+    status = filters.MultipleChoiceFilter(distinct=False, choices=StorageDomainStatus.choices)
+    type = filters.MultipleChoiceFilter(distinct=False, choices=StorageDomainType.choices)
+    role = filters.MultipleChoiceFilter(distinct=False, choices=StorageDomainRole.choices)
 
     class Meta:
         model = StorageDomain
@@ -23,13 +23,13 @@ class StorageDomainFilterSet(NameFilterMixin):
 
 class DiskFilterSet(filters.FilterSet):
     alias = filters.CharFilter(lookup_expr="icontains", help_text="Alias contains (case-insensitive).")
-    storage_domain = filters.ModelMultipleChoiceFilter(queryset=StorageDomain.objects.all())
-    status = filters.MultipleChoiceFilter(choices=DiskStatus.choices)
-    format = filters.MultipleChoiceFilter(choices=DiskFormat.choices)
+    storage_domain = filters.ModelMultipleChoiceFilter(distinct=False, queryset=StorageDomain.objects.all())
+    status = filters.MultipleChoiceFilter(distinct=False, choices=DiskStatus.choices)
+    format = filters.MultipleChoiceFilter(distinct=False, choices=DiskFormat.choices)
     vm = filters.ModelMultipleChoiceFilter(
         field_name="attachments__vm", queryset=VirtualMachine.objects.all(), distinct=True, help_text="Attached to."
     )
-    template = filters.ModelMultipleChoiceFilter(queryset=Template.objects.all())
+    template = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Template.objects.all())
 
     class Meta:
         model = Disk
@@ -37,8 +37,8 @@ class DiskFilterSet(filters.FilterSet):
 
 
 class DiskAttachmentFilterSet(filters.FilterSet):
-    vm = filters.ModelMultipleChoiceFilter(queryset=VirtualMachine.objects.all())
-    disk = filters.ModelMultipleChoiceFilter(queryset=Disk.objects.all())
+    vm = filters.ModelMultipleChoiceFilter(distinct=False, queryset=VirtualMachine.objects.all())
+    disk = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Disk.objects.all())
 
     class Meta:
         model = DiskAttachment
