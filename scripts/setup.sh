@@ -8,12 +8,16 @@ cd "$ROOT"
 # --- Python interpreter: prefer python3.11, need >= 3.11 ------------------------------
 find_python() {
     local candidate
+    local path
     for candidate in python3.11 python3; do
-        if command -v "$candidate" >/dev/null &&
-            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-            command -v "$candidate"
-            return 0
-        fi
+        # Every match on PATH but our own venv's (which may be the broken one we replace).
+        while read -r path; do
+            case "$path" in "$VENV"/*) continue ;; esac
+            if "$path" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+                echo "$path"
+                return 0
+            fi
+        done < <(type -a -p "$candidate" 2>/dev/null)
     done
     return 1
 }
