@@ -50,6 +50,8 @@ apt_install "${missing[@]}"
 # Only as root (the lab needs it); the lab tests say what is missing otherwise.
 if is_root; then
     "$ROOT/scripts/lab-packages.sh"
+    # The tiny guest (kernel + busybox initramfs + qemu-guest-agent) from Debian packages.
+    "$ROOT/scripts/build-guest-image.sh"
 fi
 [ -n "$SYS_PY" ] || SYS_PY="$(find_python)" || die "no python3 >= 3.11 found"
 
