@@ -137,6 +137,8 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+SESSION_ENGINE = "olvm_site.sessions"
+
 LOGIN_URL = "portals:login"
 LOGIN_REDIRECT_URL = "portals:dashboard"
 LOGOUT_REDIRECT_URL = "portals:login"
