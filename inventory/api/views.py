@@ -15,6 +15,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 from ..filtersets import ClusterFilterSet, DataCenterFilterSet, EventFilterSet, HostFilterSet, JobFilterSet
@@ -61,6 +62,13 @@ def created_with_job(serializer_class, *, updates: bool = False):
 ACTION_RESPONSES = {202: JobSerializer, 409: ConflictSerializer}
 
 
+class Pagination(LimitOffsetPagination):
+    """LimitOffset (50 a page) with a ceiling: an unbounded ?limit= reached PostgreSQL as a
+    LIMIT beyond bigint (a 500), and no client needs more than a thousand rows a page."""
+
+    max_limit = 1000
+
+
 class ServiceModelViewSet(viewsets.ModelViewSet):
     """CRUD over one model whose every write is a service call.
 
@@ -73,6 +81,7 @@ class ServiceModelViewSet(viewsets.ModelViewSet):
     """
 
     schema = ResourceSchema()
+    pagination_class = Pagination
     create_returns_job = False
     update_returns_job = False
 
@@ -186,6 +195,7 @@ class EventViewSet(viewsets.ReadOnlyModelViewSet):
     """The audit log, newest first."""
 
     schema = ResourceSchema()
+    pagination_class = Pagination
     queryset = Event.objects.all()
     serializer_class = EventSerializer
     filterset_class = EventFilterSet
@@ -197,6 +207,7 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
     """Long-running operations with their steps, newest first."""
 
     schema = ResourceSchema()
+    pagination_class = Pagination
     queryset = Job.objects.prefetch_related("steps")
     serializer_class = JobSerializer
     filterset_class = JobFilterSet
@@ -208,6 +219,7 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
     """The engine's users (read-only; accounts are managed in the admin)."""
 
     schema = ResourceSchema()
+    pagination_class = Pagination
     queryset = get_user_model().objects.order_by("username")
     serializer_class = UserSerializer
     filterset_fields = ("is_staff", "is_active")
