@@ -395,7 +395,7 @@ def update_vm(vm: VirtualMachine, *, user, **changes) -> VirtualMachine:
         changes.setdefault("vcpus", itype.vcpus)
         changes.setdefault("memory_mib", itype.memory_mib)
     live = {k: v for k, v in changes.items() if not running or k in LIVE_FIELDS}
-    later = {k: v for k, v in changes.items() if running and k not in LIVE_FIELDS}
+    later = {k: v for k, v in changes.items() if running and k not in LIVE_FIELDS and not _same_as_now(vm, k, v)}
     # Validate the whole result, as it will be at the next run.
     future = copy.copy(vm)
     apply_changes(future, {**live, **later}, VM_FIELDS)
@@ -431,6 +431,15 @@ def update_vm(vm: VirtualMachine, *, user, **changes) -> VirtualMachine:
             obj=vm,
         )
     return vm
+
+
+def _same_as_now(vm: VirtualMachine, name: str, value) -> bool:
+    """True when `value` is what the VM has now and nothing different waits for the next run."""
+    if name in (vm.next_run_config or {}):
+        return False
+    if name == "instance_type":
+        return (value.pk if value is not None else None) == vm.instance_type_id
+    return getattr(vm, name) == value
 
 
 @transaction.atomic(durable=True)

@@ -193,6 +193,21 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Several models have a `status` (and two an `interface`) with different choices:
+    # name each enum after its choices class so the schema has no collisions.
+    "ENUM_NAME_OVERRIDES": {
+        "DataCenterStatusEnum": "inventory.choices.DataCenterStatus",
+        "HostStatusEnum": "inventory.choices.HostStatus",
+        "JobStatusEnum": "inventory.choices.JobStatus",
+        "StepStatusEnum": "inventory.choices.StepStatus",
+        "VmStatusEnum": "compute.choices.VmStatus",
+        "SnapshotStatusEnum": "compute.choices.SnapshotStatus",
+        "StorageDomainStatusEnum": "storage.choices.StorageDomainStatus",
+        "DiskStatusEnum": "storage.choices.DiskStatus",
+        "DiskInterfaceEnum": "storage.choices.DiskInterface",
+        "NicInterfaceEnum": "networking.choices.NicInterface",
+    },
 }
 
 DJANGO_TABLES2_TEMPLATE = "django_tables2/bootstrap5.html"

@@ -316,3 +316,11 @@ def test_failed_snapshot_is_removed_and_job_fails(admin_user, sent, monkeypatch,
     snapshot_task(str(job.pk), str(snapshot.pk), "create")
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists()
     assert Job.objects.get(pk=job.pk).error == "no space"
+
+
+def test_edit_of_a_running_vm_with_unchanged_values_changes_nothing(admin_user):
+    vm = make_vm(status=VmStatus.UP, run_on_host=make_host(), memory_mib=1024, guaranteed_memory_mib=1024)
+    services.update_vm(vm, user=admin_user, memory_mib=1024, vcpus=vm.vcpus)
+    vm.refresh_from_db()
+    assert vm.next_run_config == {}
+    assert not Event.objects.filter(code="USER_UPDATE_VM").exists()
