@@ -187,7 +187,8 @@ def test_positional_params_are_validated_the_same_way(target):
 def driver_verb_pairs(verbs) -> list[tuple[str, str]]:
     """Every (driver, verb) to fuzz: the verbs that write images of random sizes run on the
     simulated driver only, so a fuzz run never fills the disk with real images."""
-    return [(d, v) for d in ("sim", "libvirt") for v in sorted(verbs) if not (d == "libvirt" and v in WRITES_IMAGES)]
+    names = sorted(verbs)
+    return [(d, v) for d in ("sim", "libvirt") for v in names if not (d == "libvirt" and v in WRITES_IMAGES)]
 
 
 @pytest.mark.parametrize(("target", "verb"), driver_verb_pairs(VERBS), indirect=["target"])
