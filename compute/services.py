@@ -14,7 +14,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from inventory.audit import create_job, record_event
-from inventory.choices import EventSeverity, HostStatus, JobStatus
+from inventory.choices import HostStatus, JobStatus
 from inventory.exceptions import ConflictError
 from inventory.models import Cluster, Host, Job
 from inventory.publish import publish
@@ -652,62 +652,51 @@ def create_snapshot(vm: VirtualMachine, *, user, description: str, with_memory: 
     return snapshot, job
 
 
-@transaction.atomic(durable=True)
-def revert_snapshot(snapshot: Snapshot, *, user) -> Job:
+def _snapshot_operation(
+    snapshot: Snapshot, operation: str, *, user, action_type: str, description: str, step: str, code: str, message: str
+) -> Job:
+    """Lock an ok snapshot (and its VM) and queue `operation` on it as a Job."""
     snapshot = locked(snapshot)
     vm = locked(snapshot.vm)
-    if vm.status != VmStatus.DOWN:
+    if operation == "revert" and vm.status != VmStatus.DOWN:
         raise ConflictError(f"VM {vm.name} is '{vm.status}'; shut it down before reverting to a snapshot.")
     if snapshot.status != SnapshotStatus.OK:
         raise ConflictError(f"Snapshot '{snapshot.description}' is '{snapshot.status}'.")
     _check_not_locked(vm)
     snapshot.status = SnapshotStatus.LOCKED
     snapshot.save(update_fields=["status", "updated_at"])
-    set_vm_status(vm, VmStatus.IMAGE_LOCKED)
-    job = create_job(
-        "RestoreAllSnapshots",
-        f"Reverting VM {vm.name} to snapshot '{snapshot.description}'",
-        user=user,
-        obj=vm,
-        steps=["Revert the disks to the snapshot"],
-    )
-    record_event(
-        "USER_RESTORE_FROM_SNAPSHOT",
-        f"VM {vm.name} is being reverted to snapshot '{snapshot.description}' by {who(user)}.",
-        user=user,
-        obj=vm,
-        correlation_id=job.correlation_id,
-    )
-    enqueue("compute.tasks.snapshot_task", str(job.pk), str(snapshot.pk), "revert")
+    if operation == "revert":
+        set_vm_status(vm, VmStatus.IMAGE_LOCKED)
+    names = {"vm": vm.name, "snapshot": snapshot.description, "user": who(user)}
+    job = create_job(action_type, description.format(**names), user=user, obj=vm, steps=[step])
+    record_event(code, message.format(**names), user=user, obj=vm, correlation_id=job.correlation_id)
+    enqueue("compute.tasks.snapshot_task", str(job.pk), str(snapshot.pk), operation)
     return job
 
 
 @transaction.atomic(durable=True)
+def revert_snapshot(snapshot: Snapshot, *, user) -> Job:
+    return _snapshot_operation(
+        snapshot,
+        "revert",
+        user=user,
+        action_type="RestoreAllSnapshots",
+        description="Reverting VM {vm} to snapshot '{snapshot}'",
+        step="Revert the disks to the snapshot",
+        code="USER_RESTORE_FROM_SNAPSHOT",
+        message="VM {vm} is being reverted to snapshot '{snapshot}' by {user}.",
+    )
+
+
+@transaction.atomic(durable=True)
 def remove_snapshot(snapshot: Snapshot, *, user) -> Job:
-    snapshot = locked(snapshot)
-    vm = locked(snapshot.vm)
-    if snapshot.status != SnapshotStatus.OK:
-        raise ConflictError(f"Snapshot '{snapshot.description}' is '{snapshot.status}'.")
-    _check_not_locked(vm)
-    snapshot.status = SnapshotStatus.LOCKED
-    snapshot.save(update_fields=["status", "updated_at"])
-    job = create_job(
-        "RemoveSnapshot",
-        f"Removing snapshot '{snapshot.description}' of VM {vm.name}",
+    return _snapshot_operation(
+        snapshot,
+        "remove",
         user=user,
-        obj=vm,
-        steps=["Merge and remove the snapshot"],
+        action_type="RemoveSnapshot",
+        description="Removing snapshot '{snapshot}' of VM {vm}",
+        step="Merge and remove the snapshot",
+        code="USER_REMOVE_SNAPSHOT",
+        message="Snapshot '{snapshot}' deletion for VM {vm} was initiated by {user}.",
     )
-    record_event(
-        "USER_REMOVE_SNAPSHOT",
-        f"Snapshot '{snapshot.description}' deletion for VM {vm.name} was initiated by {who(user)}.",
-        user=user,
-        obj=vm,
-        correlation_id=job.correlation_id,
-    )
-    enqueue("compute.tasks.snapshot_task", str(job.pk), str(snapshot.pk), "remove")
-    return job
-
-
-def vm_failed_event(vm: VirtualMachine, message: str, *, correlation_id: str = "") -> None:
-    record_event("VM_OPERATION_FAILED", message, obj=vm, severity=EventSeverity.ERROR, correlation_id=correlation_id)

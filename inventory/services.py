@@ -8,10 +8,9 @@ import logging
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from .audit import create_job, record_event
-from .choices import EventSeverity, HostStatus
+from .choices import HostStatus
 from .exceptions import ConflictError
 from .models import Cluster, DataCenter, Host, Job
 from .servicekit import apply_changes, check_fields, locked, save_validated
@@ -302,11 +301,3 @@ def _send(task_name: str, args: list, queue: str) -> None:
     except Exception as exc:  # broker down: report it on the Job instead of failing the request
         logger.error("could not queue %s: %s", task_name, exc)
         JobProgress(args[0]).fail(f"The task could not be queued (message broker unavailable: {exc}).")
-
-
-def record_heartbeat(host: Host) -> None:
-    Host.objects.filter(pk=host.pk).update(last_heartbeat=timezone.now())
-
-
-def host_failed_event(host: Host, message: str, *, correlation_id: str = "") -> None:
-    record_event("VDS_INSTALL_FAILED", message, obj=host, severity=EventSeverity.ERROR, correlation_id=correlation_id)
