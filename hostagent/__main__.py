@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     issue.add_argument("--ca-dir", required=True)
     issue.add_argument("--cn", required=True, help="common name: the host's address for a server certificate")
     issue.add_argument("--out", required=True, help="directory for cert.pem, key.pem and ca.pem")
-    issue.add_argument("--usage", choices=("server", "client"), default="server")
+    issue.add_argument("--usage", choices=("server", "client", "host"), default="server")
     issue.add_argument("--days", type=int, default=825)
     issue.add_argument("--address", action="append", help="subject alternative name (repeat); default: the CN")
     issue.add_argument("--key-type", choices=("ec", "rsa"), default="ec")

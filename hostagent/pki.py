@@ -1,9 +1,11 @@
 """The engine's certificate authority: the one trust anchor between the engine and its hosts.
 
-The engine keeps a CA (`create_ca`) and signs two kinds of certificates with it
-(`issue_certificate`): each host agent gets a *server* certificate whose subject
-alternative names carry the host's address, and the engine gets a *client* certificate it
-presents to every agent. The agent trusts only this CA and asks every caller for a
+The engine keeps a CA (`create_ca`) and signs its certificates with it
+(`issue_certificate`): each host agent gets a *host* certificate (server and client usage:
+it serves the engine's calls and pushes its reports to the engine's ingest listener) whose
+common name is the host's inventory id and whose subject alternative names carry the
+host's address; the engine gets a *client* certificate it presents to every agent and a
+*server* certificate for its ingest listener. The agent trusts only this CA and asks every caller for a
 certificate (mutual TLS), so anything not signed by the engine is refused at the
 handshake; the extended key usage keeps a host's server certificate from being used to
 call another host.
@@ -33,7 +35,7 @@ CA_KEY = "ca.key"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 KEY_TYPES = ("ec", "rsa")
-USAGES = ("server", "client")
+USAGES = ("server", "client", "host")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_-]{1,63})*\.?$")
 
 
@@ -112,14 +114,20 @@ def issue_certificate(
     _check_days(days)
     ca_cert, ca_key = _load_ca(Path(ca_dir))
     if addresses is None:
-        addresses = [common_name] if usage == "server" else []
+        addresses = [common_name] if usage in ("server", "host") else []
     san = [_general_name(address) for address in addresses]
     key = _new_key(key_type)
     now = _now()
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     if not_after <= now:
         raise PkiError("the CA has expired; create a new CA first")
-    eku = ExtendedKeyUsageOID.SERVER_AUTH if usage == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+    # A host agent serves the engine's calls and pushes its reports to the engine's ingest
+    # listener with the same key pair: `host` carries both usages.
+    eku = {
+        "server": [ExtendedKeyUsageOID.SERVER_AUTH],
+        "client": [ExtendedKeyUsageOID.CLIENT_AUTH],
+        "host": [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    }[usage]
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -143,7 +151,7 @@ def issue_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
