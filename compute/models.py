@@ -1,3 +1,5 @@
+import re
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -8,6 +10,8 @@ from inventory.models import OlvmModel, name_validator
 from .choices import ConsoleType, HaPriority, OsType, PlacementPolicy, ResumeBehavior, SnapshotStatus, VmStatus
 
 BLANK_TEMPLATE_ID = "00000000-0000-0000-0000-000000000000"
+# A path or a kernel command line is one line of printable text.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InstanceType(OlvmModel):
@@ -29,9 +33,42 @@ class VmShape(models.Model):
     vcpus = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1), MaxValueValidator(512)])
     memory_mib = models.PositiveIntegerField(default=1024, validators=[MinValueValidator(128)])
     console_type = models.CharField(max_length=16, choices=ConsoleType.choices, default=ConsoleType.VNC)
+    # Boot options (direct kernel boot): files on the host, the same path on every host.
+    kernel_path = models.CharField(
+        max_length=500, blank=True, help_text="Boot this kernel directly (an absolute path on the host)."
+    )
+    initrd_path = models.CharField(
+        max_length=500, blank=True, help_text="The initial ramdisk for the kernel (an absolute path on the host)."
+    )
+    kernel_params = models.CharField(
+        "kernel parameters", max_length=4096, blank=True, help_text="The kernel command line, e.g. console=ttyS0."
+    )
 
     class Meta:
         abstract = True
+
+    def boot_option_errors(self) -> dict[str, str]:
+        """What is wrong with the boot options: the kernel and initrd are absolute paths; an
+        initrd or kernel parameters need a kernel."""
+        errors = {}
+        for name in ("kernel_path", "initrd_path"):
+            path = getattr(self, name) or ""
+            if not path:
+                continue
+            if not path.startswith("/"):
+                errors[name] = "Give an absolute path (starting with /)."
+            elif ".." in path.split("/"):
+                errors[name] = "The path must not contain '..'."
+            elif CONTROL_CHARACTERS.search(path):
+                errors[name] = "The path must not contain control characters."
+        if self.kernel_params and CONTROL_CHARACTERS.search(self.kernel_params):
+            errors["kernel_params"] = "Kernel parameters are one line, without control characters."
+        if not self.kernel_path:
+            if self.initrd_path and "initrd_path" not in errors:
+                errors["initrd_path"] = "An initrd needs a kernel path (direct kernel boot)."
+            if self.kernel_params and "kernel_params" not in errors:
+                errors["kernel_params"] = "Kernel parameters need a kernel path (direct kernel boot)."
+        return errors
 
 
 class Template(OlvmModel, VmShape):
@@ -69,10 +106,13 @@ class Template(OlvmModel, VmShape):
         return self.name if self.version_number == 1 else f"{self.name} (v{self.version_number})"
 
     def clean(self) -> None:
+        errors = self.boot_option_errors()
         if self.base_template_id is None and self.version_number != 1:
-            raise ValidationError({"version_number": "A base template is version 1."})
+            errors["version_number"] = "A base template is version 1."
         if self.base_template_id and self.base_template.base_template_id:
-            raise ValidationError({"base_template": "Versions hang from the base template, not from a version."})
+            errors["base_template"] = "Versions hang from the base template, not from a version."
+        if errors:
+            raise ValidationError(errors)
 
     def get_absolute_url(self) -> str:
         return reverse("portals:template-detail", args=[self.pk])
@@ -126,7 +166,7 @@ class VirtualMachine(OlvmModel, VmShape):
         ]
 
     def clean(self) -> None:
-        errors = {}
+        errors = self.boot_option_errors()
         if self.guaranteed_memory_mib is not None and self.memory_mib is not None:
             if self.guaranteed_memory_mib > self.memory_mib:
                 errors["guaranteed_memory_mib"] = "Guaranteed memory cannot exceed the VM's memory."

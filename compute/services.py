@@ -27,7 +27,16 @@ from .models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, Virtual
 from .scheduling import HostFacts, VmRequest, place_vm
 from .statemachine import RUNNING, VM_STATE_MACHINE, check_action
 
-SHAPE_FIELDS = ("description", "os_type", "vcpus", "memory_mib", "console_type")
+SHAPE_FIELDS = (
+    "description",
+    "os_type",
+    "vcpus",
+    "memory_mib",
+    "console_type",
+    "kernel_path",
+    "initrd_path",
+    "kernel_params",
+)
 VM_FIELDS = {
     *SHAPE_FIELDS,
     "name",

@@ -16,7 +16,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from compute.models import BLANK_TEMPLATE_ID, Template, VirtualMachine
-from compute.services import LIVE_FIELDS
+from compute.services import LIVE_FIELDS, SHAPE_FIELDS
 from compute.statemachine import RUNNING
 from inventory.models import Cluster, DataCenter, Host
 from networking.models import LogicalNetwork, MacPool, VnicProfile
@@ -24,6 +24,8 @@ from storage.choices import DiskInterface, StorageDomainRole
 from storage.models import GIB, Disk, StorageDomain
 
 FROM_TEMPLATE = "From the template"
+BOOT_OPTION_FIELDS = ("kernel_path", "initrd_path", "kernel_params")
+BOOT_OPTION_LABELS = {"kernel_path": "Kernel path", "initrd_path": "Initrd path", "kernel_params": "Kernel parameters"}
 
 
 class ServiceForm(forms.ModelForm):
@@ -214,6 +216,7 @@ class VmForm(ServiceForm):
         "os_type",
         "console_type",
         "description",
+        *BOOT_OPTION_FIELDS,
     )
 
     class Meta:
@@ -232,6 +235,7 @@ class VmForm(ServiceForm):
             "ha_priority",
             "placement_policy",
             "console_type",
+            *BOOT_OPTION_FIELDS,
         )
         labels = {
             "vcpus": "Virtual CPUs",
@@ -242,6 +246,7 @@ class VmForm(ServiceForm):
             "ha_priority": "Priority (HA restart order)",
             "placement_policy": "Migration mode",
             "console_type": "Graphics / console",
+            **BOOT_OPTION_LABELS,
         }
 
     def __init__(self, *args, **kwargs):
@@ -254,7 +259,7 @@ class VmForm(ServiceForm):
                 self.next_run_fields = {name for name in self.fields if name not in LIVE_FIELDS}
             return
         # Empty means "as the template (or instance type) says", not the model's defaults.
-        for name in ("description", "os_type", "vcpus", "memory_mib", "guaranteed_memory_mib", "console_type"):
+        for name in ("guaranteed_memory_mib", *SHAPE_FIELDS):
             if name not in given:
                 self.initial[name] = None
         self.fields["cluster"].empty_label = "Choose a cluster"
@@ -269,7 +274,18 @@ class VmForm(ServiceForm):
             self.fields[name].widget.attrs["placeholder"] = FROM_TEMPLATE.lower()
         for name in ("os_type", "console_type"):
             _optional_choice(self.fields[name])
-        self.fields["description"].widget.attrs["placeholder"] = FROM_TEMPLATE.lower()
+        for name in ("description", *BOOT_OPTION_FIELDS):
+            self.fields[name].widget.attrs["placeholder"] = FROM_TEMPLATE.lower()
+
+    def clean(self):
+        data = super().clean()
+        template = data.get("template")
+        if not self.editing and template is not None:
+            # Boot options left empty come from the template: validate the VM as it will be.
+            for name in BOOT_OPTION_FIELDS:
+                if not data.get(name):
+                    data[name] = getattr(template, name)
+        return data
 
 
 class TemplateForm(ServiceForm):
@@ -294,8 +310,14 @@ class TemplateForm(ServiceForm):
             "vcpus",
             "memory_mib",
             "console_type",
+            *BOOT_OPTION_FIELDS,
         )
-        labels = {"vcpus": "Virtual CPUs", "memory_mib": "Memory size (MiB)", "os_type": "Operating system"}
+        labels = {
+            "vcpus": "Virtual CPUs",
+            "memory_mib": "Memory size (MiB)",
+            "os_type": "Operating system",
+            **BOOT_OPTION_LABELS,
+        }
         help_texts = {"base_template": "Set to create a new version of that template (its name is kept)."}
 
     def __init__(self, *args, **kwargs):
@@ -311,7 +333,7 @@ class TemplateForm(ServiceForm):
         if isinstance(vm, VirtualMachine):
             self.source_vm = vm
             self.initial["vm"] = vm.pk
-            for name in ("description", "os_type", "vcpus", "memory_mib", "console_type"):
+            for name in SHAPE_FIELDS:
                 self.initial[name] = getattr(vm, name)
 
     def clean(self):
@@ -329,7 +351,7 @@ class TemplateForm(ServiceForm):
         kwargs = super().service_kwargs()
         if kwargs.get("vm") is not None:
             # The VM's hardware is the template's; only send what the user changed here.
-            for name in ("description", "os_type", "vcpus", "memory_mib", "console_type"):
+            for name in SHAPE_FIELDS:
                 if name not in self.changed_data:
                     kwargs.pop(name, None)
         return kwargs

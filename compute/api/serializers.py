@@ -7,7 +7,16 @@ from inventory.api.serializers import SelfUrlField, ValidatedModelSerializer, na
 from ..models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
 
 # What a new VM takes from its template unless given (compute.services.SHAPE_FIELDS).
-SHAPE_FIELDS = ("description", "os_type", "vcpus", "memory_mib", "console_type")
+SHAPE_FIELDS = (
+    "description",
+    "os_type",
+    "vcpus",
+    "memory_mib",
+    "console_type",
+    "kernel_path",
+    "initrd_path",
+    "kernel_params",
+)
 
 
 class InstanceTypeSerializer(ValidatedModelSerializer):
@@ -56,6 +65,9 @@ class TemplateSerializer(ValidatedModelSerializer):
             "vcpus",
             "memory_mib",
             "console_type",
+            "kernel_path",
+            "initrd_path",
+            "kernel_params",
             "vm",
             "created_at",
             "updated_at",
@@ -122,6 +134,9 @@ class VmSerializer(ValidatedModelSerializer):
             "memory_mib",
             "guaranteed_memory_mib",
             "console_type",
+            "kernel_path",
+            "initrd_path",
+            "kernel_params",
             "ha_enabled",
             "ha_priority",
             "resume_behavior",

@@ -324,3 +324,125 @@ def test_edit_of_a_running_vm_with_unchanged_values_changes_nothing(admin_user):
     vm.refresh_from_db()
     assert vm.next_run_config == {}
     assert not Event.objects.filter(code="USER_UPDATE_VM").exists()
+
+
+# Boot options -----------------------------------------------------------------------------
+
+KERNEL, INITRD = "/var/lib/olvm/images/vmlinuz", "/var/lib/olvm/images/initrd.img"
+
+
+@pytest.mark.parametrize(
+    ("fields", "errors"),
+    [
+        ({"kernel_path": "vmlinuz"}, {"kernel_path": ["Give an absolute path (starting with /)."]}),
+        ({"kernel_path": "/boot/../etc/shadow"}, {"kernel_path": ["The path must not contain '..'."]}),
+        (
+            {"kernel_path": KERNEL, "initrd_path": "/boot/initrd\n.img"},
+            {"initrd_path": ["The path must not contain control characters."]},
+        ),
+        ({"initrd_path": INITRD}, {"initrd_path": ["An initrd needs a kernel path (direct kernel boot)."]}),
+        (
+            {"kernel_params": "console=ttyS0"},
+            {"kernel_params": ["Kernel parameters need a kernel path (direct kernel boot)."]},
+        ),
+        (
+            {"kernel_path": KERNEL, "kernel_params": "console=ttyS0\nroot=/dev/vda"},
+            {"kernel_params": ["Kernel parameters are one line, without control characters."]},
+        ),
+    ],
+)
+def test_boot_options_are_validated_on_vms_and_templates(admin_user, fields, errors):
+    cluster = make_cluster()
+
+    with pytest.raises(ValidationError) as vm_refused:
+        services.create_vm(user=admin_user, cluster=cluster, name="direct", **fields)
+    with pytest.raises(ValidationError) as template_refused:
+        services.create_template(user=admin_user, name="direct", cluster=cluster, **fields)
+
+    assert vm_refused.value.message_dict == errors
+    assert template_refused.value.message_dict == errors
+    assert not VirtualMachine.objects.filter(name="direct").exists()
+    assert not Template.objects.filter(name="direct").exists()
+
+
+def test_vm_from_a_template_takes_its_boot_options_unless_given(admin_user):
+    cluster = make_cluster()
+    template, _ = services.create_template(
+        user=admin_user, name="tiny", cluster=cluster, kernel_path=KERNEL, initrd_path=INITRD, kernel_params="quiet"
+    )
+
+    inherited, _ = services.create_vm(user=admin_user, cluster=cluster, name="t1", template=template)
+    own, _ = services.create_vm(
+        user=admin_user, cluster=cluster, name="t2", template=template, kernel_params="console=ttyS0"
+    )
+    blank, _ = services.create_vm(user=admin_user, cluster=cluster, name="t3")
+
+    assert (inherited.kernel_path, inherited.initrd_path, inherited.kernel_params) == (KERNEL, INITRD, "quiet")
+    assert (own.kernel_path, own.initrd_path, own.kernel_params) == (KERNEL, INITRD, "console=ttyS0")
+    assert (blank.kernel_path, blank.initrd_path, blank.kernel_params) == ("", "", "")
+
+
+def test_template_from_a_vm_and_a_new_version_keep_the_boot_options(admin_user):
+    cluster = make_cluster()
+    vm = make_vm(cluster=cluster, kernel_path=KERNEL, initrd_path=INITRD, kernel_params="console=ttyS0")
+
+    template, _ = services.create_template(user=admin_user, name="golden", vm=vm)
+    version, _ = services.create_template(user=admin_user, name="golden", base_template=template)
+
+    assert (template.kernel_path, template.initrd_path, template.kernel_params) == (KERNEL, INITRD, "console=ttyS0")
+    assert (version.kernel_path, version.initrd_path, version.kernel_params) == (KERNEL, INITRD, "console=ttyS0")
+
+
+def test_boot_options_of_a_running_vm_wait_for_the_next_run(admin_user, sent, django_capture_on_commit_callbacks):
+    cluster = make_cluster()
+    vm = make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=make_host(cluster=cluster))
+
+    vm = services.update_vm(vm, user=admin_user, kernel_path=KERNEL, kernel_params="console=ttyS0")
+    vm.refresh_from_db()
+
+    assert (vm.kernel_path, vm.kernel_params) == ("", "")
+    assert vm.next_run_config == {"kernel_path": KERNEL, "kernel_params": "console=ttyS0"}
+    assert "next run: kernel_params, kernel_path" in Event.objects.get(code="USER_UPDATE_VM").message
+    with django_capture_on_commit_callbacks(execute=True):
+        services.stop_vm(vm, user=admin_user)
+    run_enqueued(sent)
+    vm.refresh_from_db()
+    assert (vm.status, vm.kernel_path, vm.kernel_params, vm.next_run_config) == (
+        VmStatus.DOWN,
+        KERNEL,
+        "console=ttyS0",
+        {},
+    )
+
+
+def test_next_run_boot_options_are_validated_as_a_whole(admin_user):
+    vm = make_vm(status=VmStatus.UP, run_on_host=make_host())
+
+    with pytest.raises(ValidationError) as refused:
+        services.update_vm(vm, user=admin_user, initrd_path=INITRD)
+
+    assert refused.value.message_dict == {"initrd_path": ["An initrd needs a kernel path (direct kernel boot)."]}
+    vm.refresh_from_db()
+    assert vm.next_run_config == {}
+
+
+def test_vm_spec_carries_the_boot_options_as_the_agent_expects():
+    from compute.tasks import vm_spec
+    from hostagent.agent.verbs import VERBS
+
+    direct = make_vm(kernel_path=KERNEL, initrd_path=INITRD, kernel_params="console=ttyS0 olvm.hostname=t1")
+    from_disk = make_vm()
+
+    specs = [vm_spec(direct), vm_spec(from_disk)]
+
+    assert [(s["kernel"], s["initrd"], s["cmdline"]) for s in specs] == [
+        (KERNEL, INITRD, "console=ttyS0 olvm.hostname=t1"),
+        (None, None, ""),
+    ]
+    for spec in specs:
+        cleaned = VERBS["create_vm"].validate({"spec": spec})["spec"]
+        assert (cleaned["kernel"], cleaned["initrd"], cleaned["cmdline"]) == (
+            spec["kernel"],
+            spec["initrd"],
+            spec["cmdline"],
+        )

@@ -382,7 +382,10 @@ def test_edit_running_vm_marks_next_run_fields_and_saves_them_for_later(user_cli
     assert page.context["next_run_fields"] == [
         "console_type",
         "guaranteed_memory_mib",
+        "initrd_path",
         "instance_type",
+        "kernel_params",
+        "kernel_path",
         "memory_mib",
         "os_type",
         "vcpus",
@@ -404,6 +407,38 @@ def test_edit_vm_has_no_cluster_or_template_fields(user_client):
     assert "cluster" not in page.context["form"].fields
     assert "template" not in page.context["form"].fields
     assert page.context["next_run_fields"] == []
+
+
+@pytest.mark.django_db
+def test_new_vm_boot_options_left_empty_come_from_the_template(user_client):
+    cluster = make_cluster()
+    template = Template.objects.create(
+        name="tiny", cluster=cluster, kernel_path="/var/images/vmlinuz", initrd_path="/var/images/initrd.img"
+    )
+    base = {"cluster": cluster.pk, "template": template.pk, "ha_priority": 1, "placement_policy": "migratable"}
+
+    response = user_client.post(
+        reverse("portals:vm-add"),
+        {**base, "name": "t1", "kernel_path": "", "initrd_path": "", "kernel_params": "console=ttyS0"},
+    )
+    blank = user_client.post(
+        reverse("portals:vm-add"),
+        {**base, "template": "", "name": "t2", "initrd_path": "/var/images/initrd.img"},
+    )
+
+    vm = VirtualMachine.objects.get(name="t1")
+    assert response.status_code == 302
+    assert (vm.kernel_path, vm.initrd_path, vm.kernel_params) == (
+        "/var/images/vmlinuz",
+        "/var/images/initrd.img",
+        "console=ttyS0",
+    )
+    detail = user_client.get(response["Location"]).content.decode()
+    assert "kernel <code>/var/images/vmlinuz</code>, initrd <code>/var/images/initrd.img</code>" in detail
+    assert "parameters <code>console=ttyS0</code>" in detail
+    assert blank.status_code == 200
+    assert form_errors(blank) == {"initrd_path": ["An initrd needs a kernel path (direct kernel boot)."]}
+    assert not VirtualMachine.objects.filter(name="t2").exists()
 
 
 # Templates, storage, networks ---------------------------------------------------------------
@@ -602,3 +637,26 @@ def test_vnic_profile_create_and_invalid(user_client):
     assert bad.status_code == 200
     assert form_errors(bad) == {"pass_through": ["A pass-through profile cannot mirror ports."]}
     assert not VnicProfile.objects.filter(name="both").exists()
+
+
+@pytest.mark.django_db
+def test_template_boot_options_are_edited_and_shown(user_client):
+    template = Template.objects.create(name="tiny")
+    url = reverse("portals:template-edit", args=[template.pk])
+    page = user_client.get(url)
+    form = page.context["form"]
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+
+    bad = user_client.post(url, {**data, "kernel_params": "console=ttyS0"})
+    good = user_client.post(url, {**data, "kernel_path": "/var/images/vmlinuz", "kernel_params": "console=ttyS0"})
+
+    assert form_errors(bad) == {"kernel_params": ["Kernel parameters need a kernel path (direct kernel boot)."]}
+    assert good.status_code == 302
+    template.refresh_from_db()
+    assert (template.kernel_path, template.initrd_path, template.kernel_params) == (
+        "/var/images/vmlinuz",
+        "",
+        "console=ttyS0",
+    )
+    detail = user_client.get(template.get_absolute_url()).content.decode()
+    assert "kernel <code>/var/images/vmlinuz</code>, parameters <code>console=ttyS0</code>" in detail

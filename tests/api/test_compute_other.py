@@ -82,3 +82,23 @@ def test_blank_template_cannot_be_removed(api_client):
 
     assert response.status_code == 409
     assert response.json() == {"detail": "The Blank template cannot be removed.", "code": "conflict"}
+
+
+def test_template_boot_options_round_trip_and_relative_paths_are_400(api_client):
+    good = api_client.post(
+        reverse("api:template-list"),
+        {"name": "tiny", "kernel_path": "/var/images/vmlinuz", "kernel_params": "console=ttyS0"},
+        format="json",
+    )
+    bad = api_client.post(reverse("api:template-list"), {"name": "bad", "kernel_path": "vmlinuz"}, format="json")
+
+    assert good.status_code == 201, good.json()
+    body = good.json()
+    assert (body["kernel_path"], body["initrd_path"], body["kernel_params"]) == (
+        "/var/images/vmlinuz",
+        "",
+        "console=ttyS0",
+    )
+    assert bad.status_code == 400
+    assert bad.json() == {"kernel_path": ["Give an absolute path (starting with /)."]}
+    assert not Template.objects.filter(name="bad").exists()

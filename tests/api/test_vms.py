@@ -334,3 +334,54 @@ def test_put_back_of_a_running_vm_queues_nothing_for_the_next_run(api_client):
     assert response.status_code == 200
     assert response.json()["next_run_config"] == {}
     assert not Event.objects.filter(code="USER_UPDATE_VM").exists()
+
+
+def test_create_vm_inherits_the_template_boot_options_and_validates_them_as_it_will_be(api_client, cluster):
+    template = Template.objects.create(
+        name="tiny", kernel_path="/var/images/vmlinuz", initrd_path="/var/images/initrd.img", kernel_params="quiet"
+    )
+
+    response = api_client.post(
+        vms_url(),
+        {"name": "t1", "cluster": str(cluster.pk), "template": str(template.pk), "kernel_params": "console=ttyS0"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["kernel_path"], body["initrd_path"], body["kernel_params"]) == (
+        "/var/images/vmlinuz",
+        "/var/images/initrd.img",
+        "console=ttyS0",
+    )
+
+
+def test_boot_options_without_a_kernel_are_400(api_client, cluster):
+    response = api_client.post(
+        vms_url(),
+        {"name": "t1", "cluster": str(cluster.pk), "initrd_path": "/boot/initrd.img", "kernel_params": "quiet"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "initrd_path": ["An initrd needs a kernel path (direct kernel boot)."],
+        "kernel_params": ["Kernel parameters need a kernel path (direct kernel boot)."],
+    }
+    assert not VirtualMachine.objects.exists()
+
+
+def test_boot_options_of_a_running_vm_wait_for_next_run(api_client):
+    vm = make_vm(status="up")
+
+    response = api_client.patch(
+        vm_url(vm), {"kernel_path": "/boot/vmlinuz", "kernel_params": "console=ttyS0"}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["kernel_path"], body["kernel_params"], body["next_run_config"]) == (
+        "",
+        "",
+        {"kernel_path": "/boot/vmlinuz", "kernel_params": "console=ttyS0"},
+    )
