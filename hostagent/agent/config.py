@@ -9,7 +9,15 @@
     key_file = /etc/olvm/agent/key.pem
     ca_file = /etc/olvm/agent/ca.pem       ; the engine CA: the only trust anchor for callers
     storage_roots = /var/lib/olvm/storage  ; comma- or newline-separated; image paths stay under these
-    engine_url =                           ; the engine's ingest endpoint (push is not wired yet)
+    engine_url = https://ENGINE:54322/ingest   ; the engine's ingest listener; empty: push nothing
+    heartbeat_interval = 2.0               ; seconds between heartbeats (each with a full VM report)
+    stats_interval = 5.0                   ; seconds between host and VM statistics
+    guest_info_interval = 10.0             ; seconds between guest-agent reads of the running VMs
+    push_timeout = 10.0                    ; seconds a push may wait on the engine's socket
+
+The push (docs/ingest.md) presents `cert_file`/`key_file` to the engine and checks the
+engine's certificate against `ca_file` and the host name of `engine_url`; the engine's
+answers replace the three intervals.
 
 JSON takes the same keys, either at the top level or under "agent"; `storage_roots` may be
 a list there. Relative paths are relative to the config file. Unknown keys are refused so
@@ -21,6 +29,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -44,9 +53,12 @@ class AgentConfig:
     # Where `suspend_vm` writes memory state files given as a bare name; default
     # `<first storage root>/states`.
     state_dir: str = ""
-    # TODO(ingest): the engine's ingest endpoint. The push of heartbeats, lifecycle events
-    # and stats is another part of the agent issue; `drivers.EventSink` is the hook.
+    # The engine's ingest listener (`push.py`, docs/ingest.md); empty: push nothing.
     engine_url: str = ""
+    heartbeat_interval: float = 2.0
+    stats_interval: float = 5.0
+    guest_info_interval: float = 10.0
+    push_timeout: float = 10.0
     # The name the sim driver reports (and seeds its numbers from); default the hostname.
     host_name: str = ""
     # KVM: auto = use it when libvirt offers it and the probe guest really runs; yes; no.
@@ -88,6 +100,10 @@ _POSITIVE_FLOATS = {
     "handshake_timeout",
     "socket_timeout",
     "console_idle_timeout",
+    "heartbeat_interval",
+    "stats_interval",
+    "guest_info_interval",
+    "push_timeout",
 }
 _POSITIVE_INTS = {"max_request_bytes", "max_batch", "max_concurrent_calls", "max_connections"}
 
@@ -134,7 +150,19 @@ def config_from_dict(values: dict, *, base_dir: str | os.PathLike | None = None,
         raise ConfigError("storage_roots: give at least one directory")
     if config.disk_cache not in _DISK_CACHES:
         raise ConfigError(f"disk_cache: must be one of {', '.join(_DISK_CACHES)}")
+    if config.engine_url:
+        _check_engine_url(config.engine_url)
     return config
+
+
+def _check_engine_url(url: str) -> None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme == "https" and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or a broken [IPv6] address
+        valid = False
+    if not valid:
+        raise ConfigError("engine_url: must be an https:// URL, like https://ENGINE:54322/ingest")
 
 
 def _coerce(name: str, raw, base_dir):

@@ -44,6 +44,7 @@ from .errors import (
     Busy,
     Timeout,
 )
+from .push import Pusher
 from .verbs import VERBS, Verb
 
 log = logging.getLogger("hostagent.server")
@@ -490,6 +491,12 @@ def serve(config: AgentConfig) -> int:
     _log_certificate(config.cert_file)
     driver = make_driver(config)
     try:
+        pusher = Pusher(config, driver) if config.engine_url else None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        log.error("cannot push to %s: %s", config.engine_url, exc)
+        driver.close()
+        return 2
+    try:
         server = AgentHTTPServer(config, driver, ctx)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.listen_address, config.listen_port, exc)
@@ -507,11 +514,15 @@ def serve(config: AgentConfig) -> int:
         driver.name,
         f", libvirt {config.libvirt_uri}" if driver.name == "libvirt" else ", simulated",
     )
-    if config.engine_url:
-        log.info("engine ingest at %s: push not wired yet (TODO(ingest))", config.engine_url)
+    if pusher is not None:
+        pusher.start()
+    else:
+        log.info("no engine_url: nothing is pushed to the engine")
     while not stop.wait(1.0):
         pass
     log.info("stopping")
+    if pusher is not None:
+        pusher.stop()
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)

@@ -6,6 +6,11 @@
         client.ping()
 
 Used by the agent's own tests; engine-side tests can use it to talk to a real agent too.
+The engine's ingest listener, with a host certificate to push to it:
+
+    pki = make_ingest_pki(tmp_path)
+    with running_ingest_server(handler, pki) as server:
+        ...  # https://127.0.0.1:{server.ports[0]}/ingest, as host pki.host_id
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 from hostagent import pki as engine_pki
 from hostagent.client import HostAddress, RemoteAgentClient
+from hostagent.ingest_server import IngestServer
 
 from .config import AgentConfig, config_from_dict
 from .drivers import Driver
@@ -39,6 +45,43 @@ def make_pki(base_dir, host_address: str = "127.0.0.1") -> AgentPki:
     server = engine_pki.issue_certificate(base / "ca", host_address, base / "host", 30, "server")
     client = engine_pki.issue_certificate(base / "ca", "olvm-engine", base / "engine", 30, "client")
     return AgentPki(ca_dir=base / "ca", server=server, client=client)
+
+
+@dataclass(frozen=True)
+class IngestPki:
+    ca_dir: Path
+    listener: dict  # issue_certificate() of the engine's ingest listener (usage=server, SAN 127.0.0.1)
+    host: dict  # issue_certificate() of a host (usage=host: its common name is its inventory id)
+    host_id: str
+
+
+def make_ingest_pki(base_dir, host_id: str | None = None) -> IngestPki:
+    import uuid
+
+    base = Path(base_dir)
+    host_id = host_id or str(uuid.uuid4())
+    engine_pki.create_ca(base / "ca", "OLVM Test CA")
+    listener = engine_pki.issue_certificate(base / "ca", "127.0.0.1", base / "ingest", 30, "server")
+    host = engine_pki.issue_certificate(base / "ca", host_id, base / "host", 30, "host", addresses=["127.0.0.1"])
+    return IngestPki(ca_dir=base / "ca", listener=listener, host=host, host_id=host_id)
+
+
+@contextlib.contextmanager
+def running_ingest_server(handler, test_pki: IngestPki, *, listen=(("127.0.0.1", 0),), **kwargs):
+    """An IngestServer, by default on an ephemeral port of 127.0.0.1 (`server.ports[0]`)."""
+    server = IngestServer(
+        handler,
+        listen=list(listen),
+        cert_file=test_pki.listener["cert_file"],
+        key_file=test_pki.listener["key_file"],
+        ca_file=test_pki.listener["ca_file"],
+        **kwargs,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def agent_config(test_pki: AgentPki, **overrides) -> AgentConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ..config import AgentConfig
 from ..errors import InvalidParams, Unsupported
@@ -28,24 +29,40 @@ VM_STATUSES = (
 
 
 class EventSink:
-    """Where drivers report what happens on the host (VM lifecycle changes, for now).
+    """Where drivers report what happens on the host: `emit("vm_event", payload)` with the
+    `vm_event` fields of docs/ingest.md (vm_id, name, status, event, detail).
 
-    TODO(ingest): batch these with heartbeats, stats and guest-agent data and POST them to
-    `config.engine_url` over mTLS with this host's certificate; that push is another part of
-    the agent issue. Until then the events are only logged (and kept for tests).
+    Every listener (the pusher, `push.Pusher.event`) is called at once in the emitting
+    thread, so it must only queue; the last `keep` events stay in `recent` for tests.
     """
 
     def __init__(self, engine_url: str = "", keep: int = 200):
         self.engine_url = engine_url
         self.keep = keep
         self.recent: list[dict] = []
+        self._listeners: list[Callable[[str, dict], None]] = []
         self._lock = threading.Lock()
+
+    def subscribe(self, listener: Callable[[str, dict], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[str, dict], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def emit(self, kind: str, payload: dict) -> None:
         log.info("event %s %s", kind, payload)
         with self._lock:
             self.recent.append({"kind": kind, **payload})
             del self.recent[: -self.keep]
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(kind, payload)
+            except Exception:
+                log.exception("an event listener failed on %s %s", kind, payload)
 
 
 class ConsoleStream:
