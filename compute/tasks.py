@@ -44,6 +44,10 @@ def vm_spec(vm: VirtualMachine) -> dict:
         "guaranteed_memory_mib": vm.guaranteed_memory_mib,
         "os_type": vm.os_type,
         "console_type": vm.console_type,
+        # Direct kernel boot: no kernel, no initrd (null); the command line is a string.
+        "kernel": vm.kernel_path or None,
+        "initrd": vm.initrd_path or None,
+        "cmdline": vm.kernel_params,
         "disks": [disk_device_spec(a) for a in attachments],
         "nics": [
             {
@@ -57,6 +61,15 @@ def vm_spec(vm: VirtualMachine) -> dict:
             for n in nics
         ],
     }
+
+
+def _ensure_networks(agent, spec: dict) -> None:
+    """The bridges of the VM's logical networks exist on the host before QEMU needs them."""
+    from networking.tasks import host_networks
+
+    networks = host_networks(spec["nics"])
+    if networks:
+        agent.setup_networks(networks)
 
 
 def storage_host(data_center_id) -> Host:
@@ -85,7 +98,9 @@ def vm_action_task(job_id: str, vm_id: str, action: str) -> None:
                 agent = agent_for(host)
                 vm_key = str(vm.pk)
                 if action == "start":
-                    result = agent.create_vm(vm_spec(vm))
+                    spec = vm_spec(vm)
+                    _ensure_networks(agent, spec)
+                    result = agent.create_vm(spec)
                 elif action == "shutdown":
                     result = agent.shutdown_vm(vm_key)
                 elif action == "stop":
@@ -95,7 +110,9 @@ def vm_action_task(job_id: str, vm_id: str, action: str) -> None:
                 elif action == "suspend":
                     result = agent.suspend_vm(vm_key, state_path=f"{vm_key}.state")
                 elif action == "resume" and vm.status == VmStatus.WAIT_FOR_LAUNCH:
-                    result = agent.restore_vm(vm_key, state_path=f"{vm_key}.state", spec=vm_spec(vm))
+                    spec = vm_spec(vm)
+                    _ensure_networks(agent, spec)
+                    result = agent.restore_vm(vm_key, state_path=f"{vm_key}.state", spec=spec)
                 else:
                     result = agent.resume_vm(vm_key)
                 if result.get("status") not in (None, success):

@@ -110,6 +110,9 @@ class AgentClient:
     def storage_domain_stats(self, domain: dict) -> dict:
         raise NotImplementedError
 
+    def setup_networks(self, networks: list[dict]) -> dict:
+        raise NotImplementedError
+
 
 class SimulatedAgentClient(AgentClient):
     """A simulated host: no hypervisor, every verb succeeds at once. Labelled everywhere."""
@@ -202,6 +205,9 @@ class SimulatedAgentClient(AgentClient):
             return {"total_bytes": st.f_blocks * st.f_frsize, "free_bytes": st.f_bavail * st.f_frsize}
         # No such directory on this machine: a simulated 1 TiB domain, half free.
         return {"total_bytes": 1024**4, "free_bytes": 1024**4 // 2, "simulated": True}
+
+    def setup_networks(self, networks: list[dict]) -> dict:
+        return {"networks": [{"name": n["name"], "created": False} for n in networks], "simulated": True}
 
 
 class AgentRpcError(AgentError):
@@ -486,6 +492,9 @@ class RemoteAgentClient(AgentClient):
 
     def storage_domain_stats(self, domain: dict) -> dict:
         return self.call("storage_domain_stats", {"domain": domain})
+
+    def setup_networks(self, networks: list[dict]) -> dict:
+        return self.call("setup_networks", {"networks": networks})
 
     # Verbs the agent serves that the engine does not call yet --------------------------------
 

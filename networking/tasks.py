@@ -37,6 +37,27 @@ def nic_spec(nic: VmNic) -> dict:
     }
 
 
+def host_networks(specs) -> list[dict]:
+    """The bridges a host needs for these NIC specs (each logical network once)."""
+    seen: dict[str, dict] = {}
+    for spec in specs:
+        name = spec.get("network")
+        if name and name not in seen:
+            seen[name] = {"name": name, "vlan": spec.get("vlan_tag", spec.get("vlan")), "mtu": spec.get("mtu") or None}
+    return list(seen.values())
+
+
+def cluster_networks(cluster_id) -> list[dict]:
+    """The bridges every host of the cluster carries: its attached logical networks."""
+    from .models import ClusterNetwork
+
+    attachments = ClusterNetwork.objects.filter(cluster_id=cluster_id).select_related("network")
+    return [
+        {"name": a.network.name, "vlan": a.network.vlan_tag, "mtu": a.network.mtu or None}
+        for a in attachments.order_by("network__name")
+    ]
+
+
 def _load(nic_id: str) -> VmNic:
     nic = VmNic.objects.select_related("vm__run_on_host", "profile__network").filter(pk=nic_id).first()
     if nic is None:
@@ -60,7 +81,11 @@ def hotplug_nic_task(job_id: str, nic_id: str) -> None:
         if host is None:
             return
         try:
-            agent_for(host).hotplug_nic(str(vm.pk), nic_spec(nic))
+            agent = agent_for(host)
+            spec = nic_spec(nic)
+            if spec["network"]:
+                agent.setup_networks(host_networks([spec]))
+            agent.hotplug_nic(str(vm.pk), spec)
         except AgentError as exc:
             with transaction.atomic():
                 VmNic.objects.filter(pk=nic_id).update(plugged=False)

@@ -306,6 +306,13 @@ VM_SPEC = Obj(
     },
     _check_vm,
 )
+HOST_NETWORK = Obj(
+    {
+        "name": F(Text(15, min_len=1, pattern=BRIDGE_RE, hint="must be a bridge name (1-15 letters, digits, _ . -)")),
+        "vlan": F(Nullable(Int(0, 4094)), None, aliases=("vlan_tag",)),
+        "mtu": F(Nullable(Int(0, 65535)), None),
+    }
+)
 SNAPSHOT = Obj({"id": F(Uuid()), "description": F(DESCRIPTION, ""), "with_memory": F(Bool(), False)})
 STATE_PATH = Text(4096, min_len=1)
 VM_ID = F(Uuid())
@@ -398,6 +405,12 @@ VERBS: dict[str, Verb] = _verbs(
         timeout="long",
     ),
     Verb("undefine_vm", {"vm_id": VM_ID}, "Forget a stopped VM's definition on this host (stale after a failover)."),
+    # Host networks
+    Verb(
+        "setup_networks",
+        {"networks": F(ListOf(HOST_NETWORK, 64))},
+        "Make sure a Linux bridge exists and is up for each logical network (idempotent).",
+    ),
     # Devices and live changes
     Verb("hotplug_disk", {"vm_id": VM_ID, "disk": F(DISK)}, "Attach a disk (live when the VM runs)."),
     Verb("hotunplug_disk", {"vm_id": VM_ID, "disk_id": F(Uuid())}, "Detach a disk."),

@@ -57,6 +57,14 @@ EVENTS = {
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
     libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
 }
+# libvirt's detail of each lifecycle event, by name: (STOPPED, 0) -> "shutdown",
+# (STARTED, 0) -> "booted"... read from the binding so every detail it knows has its name.
+EVENT_DETAILS = {
+    (code, getattr(libvirt, constant)): constant[len(f"VIR_DOMAIN_EVENT_{name.upper()}_") :].lower()
+    for code, name in EVENTS.items()
+    for constant in dir(libvirt)
+    if constant.startswith(f"VIR_DOMAIN_EVENT_{name.upper()}_") and not constant.endswith("_LAST")
+}
 NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT}
 UNSUPPORTED_CODES = {
     libvirt.VIR_ERR_NO_SUPPORT,
@@ -217,16 +225,25 @@ class LibvirtDriver(Driver):
             self._drop()
 
     def _on_lifecycle(self, _conn, dom, event, detail, _opaque) -> None:
+        """A `vm_event` (docs/ingest.md): libvirt's event and detail by name, the VM's status now."""
         try:
-            payload = {
-                "vm_id": dom.UUIDString(),
-                "name": dom.name(),
-                "event": EVENTS.get(event, str(event)),
-                "detail": detail,
-            }
+            vm_id, name = dom.UUIDString(), dom.name()
         except libvirt.libvirtError:
             return
-        self.events.emit("vm_lifecycle", payload)
+        try:
+            status = status_of(dom)
+        except libvirt.libvirtError:  # gone already (an undefined or a stopped transient domain)
+            status = (
+                "down" if event in (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, libvirt.VIR_DOMAIN_EVENT_STOPPED) else "unknown"
+            )
+        payload = {
+            "vm_id": vm_id,
+            "name": name,
+            "status": status,
+            "event": EVENTS.get(event, str(event)),
+            "detail": EVENT_DETAILS.get((event, detail), str(detail)),
+        }
+        self.events.emit("vm_event", payload)
 
     @contextlib.contextmanager
     def _libvirt(self, what: str):
@@ -609,6 +626,11 @@ class LibvirtDriver(Driver):
             dom.attachDeviceFlags(xml, flags)
             return {"vm_id": vm_id, "plugged": True, "live": bool(flags & LIVE)}
 
+    def setup_networks(self, networks: list[dict]) -> dict:
+        """A bridge per logical network, as VDSM's setupNetworks makes them. Bridges made here
+        have no uplink (the lab's hosts share no physical NIC); an existing bridge is kept."""
+        return {"networks": [ensure_bridge(n["name"], n["mtu"]) for n in networks]}
+
     def hotunplug_nic(self, vm_id: str, mac: str) -> dict:
         with self._vm_lock(vm_id), self._libvirt(f"Unplugging NIC {mac} from VM {vm_id}"):
             dom = self._dom(vm_id)
@@ -661,7 +683,12 @@ class LibvirtDriver(Driver):
         with self._vm_lock(vm_id), self._libvirt(f"Reverting VM {vm_id} to snapshot {snapshot_id}"):
             dom = self._lookup(vm_id)
             if dom is not None and snapshot_id in dom.snapshotListNames(0):
+                was_active = dom.isActive()
                 dom.revertToSnapshot(dom.snapshotLookupByName(snapshot_id, 0), 0)
+                if not was_active and dom.isActive():
+                    # A snapshot taken while running holds the memory too, and libvirt
+                    # reverts into it running; a VM that was down stays down (as in oVirt).
+                    dom.destroy()
                 return {"vm_id": vm_id, "snapshot_id": snapshot_id, "status": status_of(dom)}
             if dom is not None and dom.isActive():
                 raise NotFound(
@@ -850,6 +877,25 @@ class LibvirtDriver(Driver):
 
     def storage_domain_stats(self, domain: dict) -> dict:
         return self.store.domain_stats(domain)
+
+
+def ensure_bridge(name: str, mtu: int | None = None, ip: str = "ip") -> dict:
+    """Create the Linux bridge `name` unless it exists, set its MTU, bring it up."""
+    exists = os.path.isdir(f"/sys/class/net/{name}")
+    if exists and not os.path.isdir(f"/sys/class/net/{name}/bridge"):
+        raise Conflict(f"Host network device {name} exists and is not a bridge.")
+    commands = [] if exists else [[ip, "link", "add", "name", name, "type", "bridge"]]
+    if mtu:
+        commands.append([ip, "link", "set", "dev", name, "mtu", str(mtu)])
+    commands.append([ip, "link", "set", "dev", name, "up"])
+    for argv in commands:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AgentFailure(f"Cannot set up bridge {name}: {exc}") from None
+        if proc.returncode != 0:
+            raise AgentFailure(f"Cannot set up bridge {name}: {proc.stderr.strip() or proc.returncode}")
+    return {"name": name, "created": not exists}
 
 
 def _managed(dom) -> bool:

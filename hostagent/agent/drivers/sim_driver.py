@@ -69,6 +69,7 @@ class SimDriver(Driver):
         self._snapshots: dict[str, dict[str, dict]] = {}
         self._images: dict[tuple[str, str], dict] = {}
         self._states: dict[str, dict] = {}
+        self._bridges: set[str] = set()
         self._started = time.monotonic()
 
     # Host -------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class SimDriver(Driver):
                 return {"vm_id": spec["id"], "status": vm["status"], "already": True}
             self._check_name(spec)
             self._vms[spec["id"]] = self._new_vm(spec, xml, "up")
-        self._event(spec["id"], "up")
+        self._event(spec["id"], "up", "started", "booted")
         return {"vm_id": spec["id"], "status": "up", "domain_type": "qemu"}
 
     def destroy_vm(self, vm_id: str) -> dict:
@@ -146,7 +147,7 @@ class SimDriver(Driver):
             if vm is None:
                 return {"vm_id": vm_id, "status": "down", "existed": False}
             vm["status"] = "down"
-        self._event(vm_id, "down")
+        self._event(vm_id, "down", "stopped", "destroyed")
         return {"vm_id": vm_id, "status": "down"}
 
     def shutdown_vm(self, vm_id: str, timeout: int = 120, mode: str = "auto") -> dict:
@@ -156,7 +157,7 @@ class SimDriver(Driver):
                 return {"vm_id": vm_id, "status": vm["status"], "already": True}
             self._require(vm, ("up",), "shut down")
             vm["status"] = "down"
-        self._event(vm_id, "down")
+        self._event(vm_id, "down", "stopped", "shutdown")
         return {"vm_id": vm_id, "status": "down", "mode": "guest_agent" if mode == "auto" else mode}
 
     def reboot_vm(self, vm_id: str, mode: str = "auto") -> dict:
@@ -167,10 +168,10 @@ class SimDriver(Driver):
         return {"vm_id": vm_id, "status": "up"}
 
     def pause_vm(self, vm_id: str) -> dict:
-        return self._set_status(vm_id, "paused", allowed=("up",), verb="pause")
+        return self._set_status(vm_id, "paused", allowed=("up",), verb="pause", event=("suspended", "paused"))
 
     def resume_vm(self, vm_id: str) -> dict:
-        return self._set_status(vm_id, "up", allowed=("paused",), verb="resume")
+        return self._set_status(vm_id, "up", allowed=("paused",), verb="resume", event=("resumed", "unpaused"))
 
     def suspend_vm(self, vm_id: str, state_path: str) -> dict:
         path = self.store.state_path(state_path, "params.state_path")
@@ -181,7 +182,7 @@ class SimDriver(Driver):
             self._require(vm, ("up", "paused"), "suspend")
             self._states[path] = {"vm_id": vm_id, "spec": vm["spec"]}
             vm["status"] = "suspended"
-        self._event(vm_id, "suspended")
+        self._event(vm_id, "suspended", "stopped", "saved")
         return {"vm_id": vm_id, "status": "suspended", "state_path": path}
 
     def restore_vm(self, vm_id: str, state_path: str, spec: dict | None = None) -> dict:
@@ -201,7 +202,7 @@ class SimDriver(Driver):
                 vm = self._vms[vm_id] = self._new_vm(definition, xml, "down")
             vm["status"] = "up"
             del self._states[path]
-        self._event(vm_id, "up")
+        self._event(vm_id, "up", "started", "restored")
         return {"vm_id": vm_id, "status": "up"}
 
     def undefine_vm(self, vm_id: str) -> dict:
@@ -243,6 +244,12 @@ class SimDriver(Driver):
                     return {"vm_id": vm_id, "plugged": True, "updated": True}
             vm["nics"].append(dict(nic))
         return {"vm_id": vm_id, "plugged": True, "live": vm["status"] in ("up", "paused")}
+
+    def setup_networks(self, networks: list[dict]) -> dict:
+        with self._lock:
+            result = [{"name": n["name"], "created": n["name"] not in self._bridges} for n in networks]
+            self._bridges.update(n["name"] for n in networks)
+        return {"networks": result}
 
     def hotunplug_nic(self, vm_id: str, mac: str) -> dict:
         with self._lock:
@@ -444,14 +451,16 @@ class SimDriver(Driver):
         if vm["status"] not in allowed:
             raise Conflict(f"Cannot {verb} VM {vm['spec']['name']}: it is {vm['status']}.", status=vm["status"])
 
-    def _set_status(self, vm_id: str, status: str, *, allowed: tuple[str, ...], verb: str) -> dict:
+    def _set_status(
+        self, vm_id: str, status: str, *, allowed: tuple[str, ...], verb: str, event: tuple[str, str]
+    ) -> dict:
         with self._lock:
             vm = self._vm(vm_id)
             if vm["status"] == status:
                 return {"vm_id": vm_id, "status": status, "already": True}
             self._require(vm, allowed, verb)
             vm["status"] = status
-        self._event(vm_id, status)
+        self._event(vm_id, status, *event)
         return {"vm_id": vm_id, "status": status}
 
     def _stats(self, vm_id: str, vm: dict) -> dict:
@@ -499,8 +508,13 @@ class SimDriver(Driver):
         octets = [0x56, 0x6F] + list((self.seed + index).to_bytes(4, "big"))
         return ":".join(f"{o:02x}" for o in octets)
 
-    def _event(self, vm_id: str, status: str) -> None:
-        self.events.emit("vm_status", {"vm_id": vm_id, "status": status, "simulated": True})
+    def _event(self, vm_id: str, status: str, event: str, detail: str) -> None:
+        """A `vm_event` as libvirt would report the same change (docs/ingest.md)."""
+        with self._lock:
+            vm = self._vms.get(vm_id)  # gone if undefined meanwhile
+            name = vm["spec"]["name"] if vm else vm_id
+        payload = {"vm_id": vm_id, "name": name, "status": status, "event": event, "detail": detail}
+        self.events.emit("vm_event", payload)
 
 
 def _now() -> str:
