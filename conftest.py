@@ -27,6 +27,13 @@ def pytest_configure(config):
         from django.conf import settings
 
         settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})["prefix"] = f"asgi-test-{worker}"
+        django_settings.CACHES["default"]["KEY_PREFIX"] = f"olvm-test-{worker}"
+    # The engine CA and certificates of a test run live in a directory of its own, never
+    # in var/pki of a `make run` on the same checkout.
+    if "OLVM_PKI_DIR" not in os.environ:
+        import tempfile
+
+        django_settings.OLVM_PKI_DIR = tempfile.mkdtemp(prefix="olvm-test-pki-")
 
 
 @pytest.fixture

@@ -157,10 +157,39 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "host-liveness": {"task": "inventory.tasks.host_liveness_task", "schedule": 10.0},
     "job-reaper": {"task": "inventory.tasks.reap_stale_jobs_task", "schedule": 60.0},
+    "certificate-renewal": {"task": "inventory.tasks.renew_certificates_task", "schedule": 6 * 3600.0},
 }
 # Seconds without progress after which a started Job whose worker died is ended failed.
 OLVM_JOB_STALE_SECONDS = int(os.environ.get("OLVM_JOB_STALE_SECONDS", "600"))
 OLVM_HOST_HEARTBEAT_TIMEOUT = int(os.environ.get("OLVM_HOST_HEARTBEAT_TIMEOUT", "60"))
+
+# The engine CA and certificates (inventory/certs.py): created on first use.
+OLVM_PKI_DIR = Path(os.environ.get("OLVM_PKI_DIR", VAR_DIR / "pki"))
+OLVM_CERT_DAYS = int(os.environ.get("OLVM_CERT_DAYS", "398"))
+OLVM_CERT_RENEW_DAYS = int(os.environ.get("OLVM_CERT_RENEW_DAYS", "30"))
+# The agents' push (docs/ingest.md): where `manage.py ingest` listens (ADDR:PORT, comma
+# separated; the lab bridge is 10.213.0.1) and the intervals it hands to agents.
+OLVM_INGEST_LISTEN = os.environ.get("OLVM_INGEST_LISTEN", "127.0.0.1:54322")
+OLVM_AGENT_HEARTBEAT_INTERVAL = float(os.environ.get("OLVM_AGENT_HEARTBEAT_INTERVAL", "2"))
+OLVM_AGENT_STATS_INTERVAL = float(os.environ.get("OLVM_AGENT_STATS_INTERVAL", "5"))
+OLVM_AGENT_GUEST_INFO_INTERVAL = float(os.environ.get("OLVM_AGENT_GUEST_INFO_INTERVAL", "10"))
+# Host deploy: seconds to wait for a freshly started agent to answer.
+OLVM_DEPLOY_AGENT_WAIT = float(os.environ.get("OLVM_DEPLOY_AGENT_WAIT", "30"))
+# Remote (non-lab) hosts are deployed over SSH with this key (docs/deploy.md).
+OLVM_DEPLOY_SSH_KEY = os.environ.get("OLVM_DEPLOY_SSH_KEY", "")
+OLVM_DEPLOY_SSH_USER = os.environ.get("OLVM_DEPLOY_SSH_USER", "root")
+# The address hosts reach the engine's ingest listener on (remote hosts; lab hosts use the bridge).
+OLVM_ENGINE_ADDRESS = os.environ.get("OLVM_ENGINE_ADDRESS", "")
+
+# The hot cache: the newest stats sample of every host and VM (inventory/ingest.py).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("OLVM_CACHE_URL", REDIS_URL),
+        "KEY_PREFIX": "olvm",
+        "TIMEOUT": 300,
+    }
+}
 
 CHANNEL_LAYERS = {
     "default": {
