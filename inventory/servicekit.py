@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 
-from hostagent.client import AgentClient, HostAddress, client_for
+from hostagent.client import AgentClient, HostAddress, RemoteAgentClient, client_for
 
 from .models import Host
 
@@ -50,8 +50,14 @@ def locked(obj: models.Model) -> models.Model:
 
 
 def agent_for(host: Host) -> AgentClient:
-    return client_for(
-        HostAddress(
-            id=str(host.pk), name=host.name, address=host.address, port=host.agent_port, simulated=host.simulated
-        )
+    """The client for the host's agent: in-process for a simulated host, else mutual TLS
+    with the engine's client certificate (issued from the engine CA on first use)."""
+    address = HostAddress(
+        id=str(host.pk), name=host.name, address=host.address, port=host.agent_port, simulated=host.simulated
     )
+    if host.simulated:
+        return client_for(address)
+    from .certs import engine_client_cert
+
+    paths = engine_client_cert()
+    return RemoteAgentClient(address, cert_file=paths.cert_file, key_file=paths.key_file, ca_file=paths.ca_file)

@@ -174,7 +174,13 @@ def add_host(*, user, cluster: Cluster, simulated: bool = False, **fields) -> tu
         f"Adding new host {host.name} to cluster {cluster.name}",
         user=user,
         obj=host,
-        steps=["Connect to the host agent", "Check host capabilities", "Activate the host"],
+        steps=[
+            "Issue the host's certificate",
+            "Install and start the host agent",
+            "Connect to the host agent",
+            "Check host capabilities",
+            "Activate the host",
+        ],
     )
     record_event(
         "USER_ADD_VDS",
@@ -186,6 +192,33 @@ def add_host(*, user, cluster: Cluster, simulated: bool = False, **fields) -> tu
     )
     _enqueue("inventory.tasks.deploy_host_task", job, host)
     return host, job
+
+
+@transaction.atomic(durable=True)
+def renew_host_certificate(host: Host, *, user) -> Job:
+    """Reissue the host agent's certificate before it expires (the beat calls this too)."""
+    host = locked(host)
+    if host.simulated:
+        raise ConflictError(f"Host {host.name} is simulated in-process: it has no certificate.")
+    if host.status in (HostStatus.INSTALLING, HostStatus.INSTALL_FAILED):
+        raise ConflictError(f"Host {host.name} is '{host.status}'; reinstall it instead.")
+    job = create_job(
+        "RenewHostCertificate",
+        f"Renewing the certificate of host {host.name}",
+        user=user,
+        obj=host,
+        steps=["Issue a new certificate", "Install it and restart the agent", "Connect to the host agent"],
+    )
+    record_event(
+        "VDS_CERTIFICATE_RENEWAL",
+        f"Renewal of the certificate of host {host.name} was started by {who(user)}"
+        + (f" (it expires {host.cert_expires_at:%Y-%m-%d})." if host.cert_expires_at else "."),
+        user=user,
+        obj=host,
+        correlation_id=job.correlation_id,
+    )
+    _enqueue("inventory.tasks.renew_host_certificate_task", job, host)
+    return job
 
 
 @transaction.atomic(durable=True)

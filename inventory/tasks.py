@@ -4,6 +4,7 @@ Tasks take ids, are idempotent (a redelivered task finds its Job ended and retur
 reach hosts only through the host agent client.
 """
 
+import time
 from datetime import timedelta
 
 from celery import shared_task
@@ -12,9 +13,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from hostagent.client import AgentError
+from hostagent.pki import PkiError
 
 from .audit import JobProgress, record_event, run_job
+from .certs import engine_client_cert, host_cert_due, ingest_server_cert, issue_host_certificate
 from .choices import EventSeverity, HostStatus, JobStatus
+from .deploy import DeployError, deployer_for
 from .models import Host, Job
 from .servicekit import agent_for
 from .services import set_host_status
@@ -30,30 +34,69 @@ def apply_capabilities(host: Host, caps: dict) -> None:
     host.save(update_fields=[*CAPABILITY_FIELDS, "last_heartbeat", "updated_at"])
 
 
+def wait_for_agent(agent, timeout: float) -> None:
+    """Ping a freshly started agent until it answers (it may still be loading libvirt)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            agent.ping()
+            return
+        except AgentError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _install_failed(host_id: str, job_id: str, reason: str) -> None:
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host_id)
+        if host.status == HostStatus.INSTALLING:
+            set_host_status(host, HostStatus.INSTALL_FAILED, detail=reason[:500])
+        record_event(
+            "VDS_INSTALL_FAILED",
+            f"Host {host.name} installation failed: {reason}",
+            obj=host,
+            severity=EventSeverity.ERROR,
+            correlation_id=job_id,
+        )
+
+
 @shared_task(name="inventory.tasks.deploy_host_task")
 def deploy_host_task(job_id: str, host_id: str) -> None:
+    """Host deploy: certificate, agent installed and started, capabilities, Up."""
+
     def work(progress: JobProgress) -> None:
-        host = Host.objects.get(pk=host_id)
-        agent = agent_for(host)
+        host = Host.objects.select_related("cluster").get(pk=host_id)
+        deployer = deployer_for(host)
         try:
             progress.step(1)
-            agent.ping()
-            progress.step(2)
-            caps = agent.capabilities()
-        except AgentError as exc:
-            with transaction.atomic():
-                host = Host.objects.select_for_update().get(pk=host_id)
-                if host.status == HostStatus.INSTALLING:
-                    set_host_status(host, HostStatus.INSTALL_FAILED, detail=str(exc)[:500])
+            if deployer is not None:
+                certs = issue_host_certificate(host)
+                progress.step(2)
+                deployer.install(host, certs)
                 record_event(
-                    "VDS_INSTALL_FAILED",
-                    f"Host {host.name} installation failed: {exc}",
+                    "VDS_AGENT_INSTALLED",
+                    f"The agent of host {host.name} was configured and started ({deployer.describe()}); "
+                    f"its certificate expires {host.cert_expires_at:%Y-%m-%d}.",
                     obj=host,
-                    severity=EventSeverity.ERROR,
                     correlation_id=job_id,
                 )
-            raise
-        progress.step(3)
+            else:
+                progress.step(2)
+            progress.step(3)
+            agent = agent_for(host)
+            wait_for_agent(agent, settings.OLVM_DEPLOY_AGENT_WAIT if deployer is not None else 0)
+            progress.step(4)
+            caps = agent.capabilities()
+            from networking.tasks import cluster_networks
+
+            networks = cluster_networks(host.cluster_id)
+            if networks:
+                agent.setup_networks(networks)
+        except (AgentError, DeployError, PkiError) as exc:
+            _install_failed(host_id, job_id, str(exc))
+            raise AgentError(str(exc)) from None
+        progress.step(5)
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host_id)
             apply_capabilities(host, caps)
@@ -64,6 +107,60 @@ def deploy_host_task(job_id: str, host_id: str) -> None:
                 )
 
     run_job(job_id, work)
+
+
+@shared_task(name="inventory.tasks.renew_host_certificate_task")
+def renew_host_certificate_task(job_id: str, host_id: str) -> None:
+    """A new certificate for the host's agent, installed and the agent restarted (VMs keep running)."""
+
+    def work(progress: JobProgress) -> None:
+        host = Host.objects.select_related("cluster").get(pk=host_id)
+        deployer = deployer_for(host)
+        if deployer is None:
+            return
+        old_expiry = host.cert_expires_at
+        try:
+            progress.step(1)
+            certs = issue_host_certificate(host)
+            progress.step(2)
+            deployer.install(host, certs)
+            progress.step(3)
+            wait_for_agent(agent_for(host), settings.OLVM_DEPLOY_AGENT_WAIT)
+        except (AgentError, DeployError, PkiError) as exc:
+            record_event(
+                "VDS_CERTIFICATE_RENEWAL_FAILED",
+                f"The certificate of host {host.name} (expiring {old_expiry:%Y-%m-%d}) could not be renewed: {exc}",
+                obj=host,
+                severity=EventSeverity.ERROR,
+                correlation_id=job_id,
+            )
+            raise AgentError(str(exc)) from None
+        record_event(
+            "VDS_CERTIFICATE_RENEWED",
+            f"The certificate of host {host.name} was renewed; it now expires {host.cert_expires_at:%Y-%m-%d}.",
+            obj=host,
+            correlation_id=job_id,
+        )
+
+    run_job(job_id, work)
+
+
+@shared_task(name="inventory.tasks.renew_certificates_task")
+def renew_certificates_task() -> int:
+    """Beat: the engine's own certificates and every host certificate close to expiry."""
+    from .services import renew_host_certificate
+
+    engine_client_cert()
+    ingest_server_cert()
+    renewed = 0
+    due = Host.objects.filter(simulated=False, cert_expires_at__isnull=False).exclude(
+        status__in=[HostStatus.INSTALLING, HostStatus.INSTALL_FAILED]
+    )
+    for host in due:
+        if host_cert_due(host):
+            renew_host_certificate(host, user=None)
+            renewed += 1
+    return renewed
 
 
 @shared_task(name="inventory.tasks.activate_host_task")

@@ -894,6 +894,54 @@ def heal(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> LabHost:
         return host
 
 
+def host_by_address(address: str, state_dir: Path = DEFAULT_STATE_DIR) -> LabHost | None:
+    """The lab host at ``address`` (10.213.0.1N), or None when no lab host has it."""
+    state_dir = Path(state_dir).resolve()
+    state = _load_state(state_dir)
+    for name, hstate in state["hosts"].items():
+        if hstate.get("ip") == address:
+            return make_host(_host_index(name), state_dir)
+    return None
+
+
+def start_agent(name: str, argv: list[str], state_dir: Path = DEFAULT_STATE_DIR, *, restart: bool = True) -> int:
+    """Start (or restart, with new ``argv``) the agent of lab host ``name``; its pid.
+
+    This is the engine's host-deploy hook for lab hosts: the engine writes the agent's
+    certificate and configuration, then calls this. The argv is remembered, so ``heal``
+    starts the same agent again after a power failure.
+    """
+    check_environment()
+    state_dir = Path(state_dir).resolve()
+    with _locked(state_dir):
+        state = _load_state(state_dir)
+        host, hstate = _get_host(state, name, state_dir)
+        if hstate.get("failed") == "power":
+            raise LabError(f"{name} is powered off (fail power): heal it first")
+        if _running(hstate, "agent") and (restart or hstate.get("agent_argv") != list(argv)):
+            _stop([hstate["pids"]["agent"]])
+            _forget(hstate, "agent")
+        hstate["agent_argv"] = list(argv)
+        _start_agent(host, hstate, state_dir)
+        _save_state(state_dir, state)
+        return hstate["pids"]["agent"]
+
+
+def stop_agent(name: str, state_dir: Path = DEFAULT_STATE_DIR, *, kill: bool = False) -> bool:
+    """Stop the agent of lab host ``name`` (its VMs keep running); False when none ran."""
+    check_environment()
+    state_dir = Path(state_dir).resolve()
+    with _locked(state_dir):
+        state = _load_state(state_dir)
+        _host, hstate = _get_host(state, name, state_dir)
+        if not _running(hstate, "agent"):
+            return False
+        _stop([hstate["pids"]["agent"]], kill=kill)
+        _forget(hstate, "agent")
+        _save_state(state_dir, state)
+        return True
+
+
 # --- the tiny guest ---------------------------------------------------------------------------------
 
 

@@ -112,7 +112,7 @@ def test_deploy_failure_leaves_install_failed_with_the_reason(admin_user):
     host.refresh_from_db()
     job.refresh_from_db()
     assert host.status == HostStatus.INSTALL_FAILED
-    assert job.status == JobStatus.FAILED and "agent transport" in job.error
+    assert job.status == JobStatus.FAILED and "OLVM_DEPLOY_SSH_KEY" in job.error
     failed = Event.objects.get(code="VDS_INSTALL_FAILED")
     assert failed.severity == "error" and "192.0.2.10" in failed.message
 

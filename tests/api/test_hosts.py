@@ -31,6 +31,8 @@ def test_add_host_is_201_with_its_deploy_job(api_client, cluster):
     assert host.pm_password == "s3cret"
     assert job.host_id == host.pk
     assert [s.description for s in job.steps.all()] == [
+        "Issue the host's certificate",
+        "Install and start the host agent",
         "Connect to the host agent",
         "Check host capabilities",
         "Activate the host",
