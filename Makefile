@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTEST_ARGS ?=
 export PYTEST_ARGS
 
-.PHONY: help setup run test lint format stop clean
+.PHONY: help setup run test lint format stop clean lab
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ setup: ## install system packages, .venv and node_modules (idempotent)
 
 run: setup ## migrate, seed demo data, start web + worker + beat (Ctrl-C stops all)
 	@scripts/run.sh
+
+lab: setup ## as root: 2 lab hosts (namespaces + libvirtd) registered in the engine (idempotent)
+	@.venv/bin/python manage.py lab up --hosts 2
 
 test: setup ## ruff, Django checks and pytest on PostgreSQL (PYTEST_ARGS=... for more)
 	@scripts/test.sh
@@ -31,5 +34,3 @@ stop: ## stop the Redis/PostgreSQL that these scripts started (if any)
 
 clean: ## remove the local state in var/ (database, keys, static files)
 	rm -rf var/
-
-# Later: `make lab` (simulated hosts for the engine) goes here.

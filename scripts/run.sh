@@ -51,7 +51,22 @@ else
     warn "manage.py seed_demo does not exist yet; skipping the demo data"
 fi
 
-# Hook: `make lab` (later) starts simulated hosts next to this; nothing to do here yet.
+# Hosts: as root on a machine with QEMU and libvirt, two real lab hosts (network
+# namespaces with their own libvirtd and agent, the tiny template on shared storage);
+# otherwise the simulated hosts of seed_demo only, and we say so.
+# Lab agents report to the ingest listener on the lab bridge, so it listens there too.
+HOSTS_NOTE="simulated hosts only (seed_demo)"
+if [ "${OLVM_LAB:-auto}" != "no" ] && is_root && command -v qemu-system-x86_64 >/dev/null && command -v libvirtd >/dev/null; then
+    export OLVM_INGEST_LISTEN="${OLVM_INGEST_LISTEN:-127.0.0.1:54322,10.213.0.1:54322}"
+    say "manage.py lab up --hosts 2"
+    if "$PY" manage.py lab up --hosts 2; then
+        HOSTS_NOTE="lab hosts h1, h2 (real libvirtd + QEMU, software emulation) and the simulated demo hosts"
+    else
+        warn "the lab did not come up; the engine runs with simulated hosts only"
+    fi
+else
+    warn "not root or no QEMU/libvirt here: no lab hosts, simulated hosts only (labelled simulated)"
+fi
 
 cat <<EOT
 
@@ -60,6 +75,7 @@ cat <<EOT
     API       http://127.0.0.1:$PORT/api/v1/
     API docs  http://127.0.0.1:$PORT/api/docs/
     login     admin / $OLVM_ADMIN_PASSWORD
+    hosts     $HOSTS_NOTE
     database  ${DATABASE_URL:-sqlite $VAR/olvm.sqlite3 (embedded, shared by web, worker and beat)}
     redis     $REDIS_URL
 

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 
+from hostagent.agent.images import IMAGES_DIR
 from inventory.models import OlvmModel, name_validator
 
 from .choices import (
@@ -70,6 +73,12 @@ class StorageDomain(OlvmModel):
     @property
     def overcommit_limit_bytes(self) -> int:
         return self.total_bytes * self.max_overcommit_percent // 100
+
+    def image_path(self, image_id) -> Path:
+        """Where a host keeps the image of disk `image_id` on this (file) domain: flat in
+        `<path>/images/<disk id>` (the host agent's rule, hostagent.agent.images), as seen
+        where the domain is mounted at its path."""
+        return Path(self.path) / IMAGES_DIR / str(image_id)
 
     def get_absolute_url(self) -> str:
         return reverse("portals:storagedomain-detail", args=[self.pk])

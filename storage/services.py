@@ -6,6 +6,8 @@ Space is accounted on the storage domain row, locked, with F() updates: `committ
 is the sum of the provisioned sizes of its disks, preallocated disks also take `free_bytes`.
 """
 
+import os
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
@@ -21,6 +23,7 @@ from inventory.services import enqueue, who
 
 from .choices import (
     DiskAllocation,
+    DiskFormat,
     DiskInterface,
     DiskStatus,
     StorageDomainRole,
@@ -80,6 +83,47 @@ def create_storage_domain(
     )
     enqueue("storage.tasks.create_storage_domain_task", str(job.pk), str(sd.pk))
     return sd, job
+
+
+@transaction.atomic(durable=True)
+def register_storage_domain(
+    *, user, name, type, role, path, data_center: DataCenter | None = None, shared=True, **fields
+) -> StorageDomain:
+    """Add a file domain whose directory the engine itself sees at `path` (the lab's shared
+    directory): sized from the engine's own statvfs and active at once, so no host needs to
+    be Up and no Job is opened."""
+    check_fields(StorageDomain, fields, STORAGE_DOMAIN_CREATE_FIELDS)
+    if type not in (StorageDomainType.POSIXFS, StorageDomainType.LOCALFS):
+        raise ValidationError({"type": "Only a posixfs or localfs directory can be read by the engine itself."})
+    try:
+        st = os.statvfs(path)
+    except (OSError, TypeError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValidationError({"path": f"The engine cannot read {path}: {reason}."}) from None
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    sd = StorageDomain(
+        name=name,
+        type=type,
+        role=role,
+        path=path,
+        data_center=data_center,
+        shared=shared,
+        status=StorageDomainStatus.ACTIVE if data_center else StorageDomainStatus.UNATTACHED,
+        total_bytes=total,
+        free_bytes=min(free, total),
+        **fields,
+    )
+    _check_storage_domain(sd)
+    save_validated(sd)
+    where = f"data center {data_center.name}" if data_center else "no data center (unattached)"
+    record_event(
+        "USER_ADD_STORAGE_DOMAIN",
+        f"Storage domain {sd.name} ({sd.get_role_display()}, {sd.type} {sd.path}) was added to {where} by "
+        f"{who(user)}; read by the engine: {size_text(sd.free_bytes)} free of {size_text(sd.total_bytes)}.",
+        user=user,
+        obj=sd,
+    )
+    return sd
 
 
 @transaction.atomic(durable=True)
@@ -329,6 +373,57 @@ def remove_disk(disk: Disk, *, user) -> Job | None:
     enqueue("storage.tasks.remove_disk_image_task", str(job.pk), str(disk.pk), str(sd.pk))
     disk.delete()
     return job
+
+
+@transaction.atomic(durable=True)
+def register_disk(
+    *,
+    user,
+    storage_domain: StorageDomain,
+    disk_id,
+    alias,
+    provisioned_size,
+    format=DiskFormat.QCOW2,
+    allocation=DiskAllocation.THIN,
+    actual_size=0,
+    description="",
+    template=None,
+) -> Disk:
+    """Add a disk whose image is already on the storage domain, at `sd.image_path(disk_id)`
+    (put there by the caller, e.g. the lab copying the tiny guest's disk): status ok at once,
+    no Job. With `template`, it is that template's disk."""
+    sd = locked(storage_domain)
+    _check_usable_for_disks(sd)
+    if template is not None:
+        template = locked(template)
+    image = sd.image_path(disk_id)
+    if not image.is_file():
+        raise ValidationError({"disk_id": f"Storage domain {sd.name} has no image {image} to register."})
+    disk = Disk(
+        id=disk_id,
+        storage_domain=sd,
+        alias=alias,
+        description=description,
+        provisioned_size=provisioned_size,
+        actual_size=actual_size,
+        format=format,
+        allocation=allocation,
+        template=template,
+        status=DiskStatus.OK,
+    )
+    save_validated(disk)
+    # The image exists already: it is committed like any disk (never refused), and the space it
+    # takes is in the domain's free bytes as last read.
+    StorageDomain.objects.filter(pk=sd.pk).update(committed_bytes=F("committed_bytes") + disk.provisioned_size)
+    owner = f" as a disk of template {template}" if template is not None else ""
+    record_event(
+        "USER_REGISTER_DISK",
+        f"Disk {disk.alias} ({size_text(disk.provisioned_size)} {disk.allocation} {disk.format}) was registered from "
+        f"its image on storage domain {sd.name}{owner} by {who(user)}.",
+        user=user,
+        obj=disk,
+    )
+    return disk
 
 
 def _check_not_locked(disk: Disk) -> None:
