@@ -41,6 +41,17 @@ def wait_status(vm_id, status: str, timeout: float = 120) -> None:
         time.sleep(POLL)
 
 
+def wait_jobs_done(vm_id, timeout: float = 60) -> None:
+    """The action's Job ends just after it recorded the status (not timed)."""
+    from inventory.models import Job
+
+    deadline = time.monotonic() + timeout
+    while Job.objects.filter(vm_id=vm_id, status="started").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("a Job of the VM did not end")
+        time.sleep(0.01)
+
+
 def start_worker() -> subprocess.Popen:
     log = open(ROOT / "var" / "bench-lifecycle-worker.log", "w")
     return subprocess.Popen(
@@ -120,6 +131,7 @@ def main() -> None:
                 template=Template.objects.get(name="tiny"),
                 memory_mib=256,
             )
+    vm.refresh_from_db()
     if vm.status != "down":
         raise SystemExit(f"VM bench-life is {vm.status}; stop it first")
     client = APIClient()
@@ -135,6 +147,7 @@ def main() -> None:
             assert response.status_code == 202, response.content
             wait_status(vm.pk, "up")
             engine_start.append((time.perf_counter() - t0) * 1000)
+            wait_jobs_done(vm.pk)
             if xml is None:
                 host = VirtualMachine.objects.get(pk=vm.pk).run_on_host
                 conn = libvirt.open(f"qemu+tcp://{host.address}/system")
@@ -144,6 +157,7 @@ def main() -> None:
             assert response.status_code == 202, response.content
             wait_status(vm.pk, "down")
             engine_stop.append((time.perf_counter() - t0) * 1000)
+            wait_jobs_done(vm.pk)
         engine_start, engine_stop = engine_start[1:], engine_stop[1:]
         direct_xml = re.sub(r"<uuid>[^<]+</uuid>", f"<uuid>{uuid.uuid4()}</uuid>", xml, count=1)
         direct_xml = re.sub(r"<name>[^<]+</name>", "<name>bench-life-direct</name>", direct_xml, count=1)

@@ -3,7 +3,8 @@
 `register_lab(lab_info, hosts, user=...)` takes the lab's facts as plain data
 (`hostagent.lab.core.lab_info()` and `core.status()`) and makes the engine know the lab:
 
-- data center `Default` and cluster `Default`;
+- data center `Lab` and cluster `Lab` (apart from the simulated demo hosts, so placement
+  only ever picks a lab host for the lab's VMs);
 - the storage domain `lab-shared`: the lab's shared directory, which the engine sees at the
   same path as every lab host (sized by the engine's own statvfs);
 - the template `tiny`: direct kernel boot of the guest kernel and initrd in the images
@@ -38,8 +39,8 @@ from storage import services as storage
 from storage.choices import DiskFormat, StorageDomainRole, StorageDomainType
 from storage.models import Disk, StorageDomain
 
-DATA_CENTER = "Default"
-CLUSTER = "Default"
+DATA_CENTER = "Lab"
+CLUSTER = "Lab"
 STORAGE_DOMAIN = "lab-shared"
 TEMPLATE = "tiny"
 KERNEL, INITRD, DISK_IMAGE = "vmlinuz", "initrd.img", "tiny-disk.qcow2"

@@ -64,7 +64,7 @@ def test_register_lab_makes_the_engine_know_the_lab(lab, admin_user):
     registration = register_lab(lab, LAB_HOSTS, user=admin_user)
 
     dc, cluster = registration.data_center, registration.cluster
-    assert (dc.name, cluster.name, cluster.data_center) == ("Default", "Default", dc)
+    assert (dc.name, cluster.name, cluster.data_center) == ("Lab", "Lab", dc)
     sd = StorageDomain.objects.get(name="lab-shared")
     st = os.statvfs(lab["shared_dir"])
     assert (sd.path, sd.type, sd.role, sd.shared, sd.status, sd.data_center) == (
@@ -119,13 +119,13 @@ def test_register_lab_makes_the_engine_know_the_lab(lab, admin_user):
         ("h2", "AddVds", JobStatus.STARTED),
     ]
     assert registration.changes == [
-        "data center Default created",
-        "cluster Default created",
+        "data center Lab created",
+        "cluster Lab created",
         f"storage domain lab-shared added at {lab['shared_dir']}",
         f"template tiny created (kernel {images}/vmlinuz)",
         f"disk tiny_Disk1 of template tiny registered ({image})",
-        "host h1 (10.213.0.11) added to cluster Default",
-        "host h2 (10.213.0.12) added to cluster Default",
+        "host h1 (10.213.0.11) added to cluster Lab",
+        "host h2 (10.213.0.12) added to cluster Lab",
     ]
     assert set(Event.objects.filter(username="admin").values_list("code", flat=True)) >= {
         "USER_ADD_STORAGE_DOMAIN",
@@ -151,8 +151,8 @@ def test_a_second_registration_changes_nothing(lab, admin_user):
 
 
 def test_what_the_engine_has_is_kept(lab, admin_user):
-    dc = make_data_center(name="Default")
-    cluster = make_cluster(dc, name="Default")
+    dc = make_data_center(name="Lab")
+    cluster = make_cluster(dc, name="Lab")
     known = make_host(cluster, name="lab-one", address="10.213.0.11", simulated=False)
 
     registration = register_lab(lab, LAB_HOSTS, user=admin_user)
@@ -303,7 +303,7 @@ def test_lab_up_registers_the_lab_and_reports_each_host(fake_lab, admin_user):
     second = run_lab("up", "--hosts", "2")
 
     assert "lab up: 2 host(s)" in first
-    assert "engine:\n  data center Default created\n  cluster Default created\n" in first
+    assert "engine:\n  data center Lab created\n  cluster Lab created\n" in first
     assert "h1    10.213.0.11  installing          AddVds started" in first
     assert "engine: nothing to change (the lab is registered already)" in second
     assert "h2    10.213.0.12  installing          (in the engine already)" in second

@@ -2,7 +2,7 @@
 
 The lab tool (`hostagent.lab.core`, needs root) plus the engine's side of it: `up` brings
 the lab hosts up, then registers the lab in the engine (`inventory.lab.register_lab`:
-data center and cluster Default, storage domain lab-shared, template tiny, one host per
+data center and cluster Lab, storage domain lab-shared, template tiny, one host per
 lab host) and runs the queued Jobs (host deploy) in this process. Idempotent: a second
 `up` changes nothing in the engine. `down` stops the lab; its hosts stay in the inventory
 and go non-responsive.
