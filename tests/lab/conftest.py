@@ -15,7 +15,7 @@ from hostagent.lab.tests.conftest import lab_hosts, lab_images, lab_state_dir, p
 
 libvirt = pytest.importorskip("libvirt")
 
-INGEST_PORT = 54399  # not the 54322 of a `make run` on the same machine
+INGEST_PORT = 54397  # not the 54322 of a `make run` on the same machine
 
 
 class GatedHandler:

@@ -2,11 +2,14 @@
 libvirt + QEMU (software emulation), the agent's push to the ingest listener, external VMs
 and re-sync after an agent restart. Needs root (the lab); runs in CI."""
 
+import asyncio
 import os
 import time
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
 from compute import services as vm_services
 from compute.choices import VmStatus
@@ -244,12 +247,28 @@ def test_a_vm_started_behind_the_engines_back_shows_up_as_external(engine):
     xml = core.tiny_guest_xml(f"handmade-{vm_id[:4]}", memory_mib=128, vm_uuid=vm_id)
     conn = libvirt.open(h2.libvirt_uri)
     try:
-        conn.createXML(xml, 0)
+        dom = conn.createXML(xml, 0)
+        vm = wait_for(
+            lambda: VirtualMachine.objects.filter(pk=vm_id, status=VmStatus.UP).first(), 20, "the external VM, up"
+        )
+        assert vm.external and vm.run_on_host.name == "h2"
+        assert Event.objects.filter(vm_id=vm_id, code="VM_EXTERNAL_FOUND").exists()
+
+        # Killed behind the engine's back too: libvirt's lifecycle event is pushed at once,
+        # recorded and published to the VM's group.
+        layer = get_channel_layer()
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(f"vm.{vm_id}", channel)
+        started = time.monotonic()
+        dom.destroy()
+        destroyed = time.monotonic() - started
+        message = async_to_sync(asyncio.wait_for)(layer.receive(channel), 10)
+        delay = time.monotonic() - started
     finally:
         conn.close()
-    vm = wait_for(lambda: VirtualMachine.objects.filter(pk=vm_id).first(), 20, "the external VM")
-    assert vm.external and vm.status == VmStatus.UP and vm.run_on_host.name == "h2"
-    assert Event.objects.filter(vm_id=vm_id, code="VM_EXTERNAL_FOUND").exists()
+    assert message["type"] == "vm.status" and message["payload"]["status"] == "down"
+    assert vm_status(vm) == VmStatus.DOWN
+    print(f"destroy() returned after {destroyed * 1000:.0f} ms; 'down' published {delay * 1000:.0f} ms after the call")
 
 
 def test_an_agent_restart_keeps_vms_running_and_the_engine_resyncs_without_flapping(engine):
