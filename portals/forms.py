@@ -14,12 +14,13 @@ from decimal import Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 
 from compute.models import BLANK_TEMPLATE_ID, Template, VirtualMachine
 from compute.services import LIVE_FIELDS, SHAPE_FIELDS
 from compute.statemachine import RUNNING
 from inventory.models import Cluster, DataCenter, Host
-from networking.models import LogicalNetwork, MacPool, VnicProfile
+from networking.models import ClusterNetwork, LogicalNetwork, MacPool, VmNic, VnicProfile
 from storage.choices import DiskInterface, StorageDomainRole
 from storage.models import GIB, Disk, StorageDomain
 
@@ -488,6 +489,45 @@ class VnicProfileForm(ServiceForm):
                 "data_center"
             )
             self.fields["network"].label_from_instance = lambda n: f"{n.name} ({n.data_center.name})"
+
+
+class VmNicForm(ServiceForm):
+    """New / edit network interface of a VM (its instance carries the VM).
+
+    The profiles offered are those of the networks attached to the VM's cluster; empty
+    means no network. On create, an empty name or MAC is left to the service (the next
+    free nicN, the next address of the cluster's MAC pool)."""
+
+    omit_when_empty = ("name", "mac")
+
+    class Meta:
+        model = VmNic
+        fields = ("name", "profile", "interface", "mac", "linked", "plugged")
+        labels = {
+            "profile": "vNIC profile",
+            "interface": "Type",
+            "mac": "MAC address",
+            "linked": "Link state: up",
+            "plugged": "Card status: plugged",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        vm = self.instance.vm
+        cluster_networks = ClusterNetwork.objects.filter(cluster_id=vm.cluster_id).values("network_id")
+        offered = Q(network_id__in=cluster_networks)
+        if self.instance.profile_id:  # kept as it is even if its network has left the cluster since
+            offered |= Q(pk=self.instance.profile_id)
+        profile = self.fields["profile"]
+        profile.queryset = VnicProfile.objects.filter(offered).select_related("network")
+        profile.label_from_instance = lambda p: f"{p.name} ({p.network.name})"
+        profile.empty_label = "No network"
+        profile.help_text = f"Profiles of the networks attached to cluster {vm.cluster.name}."
+        if not self.editing:
+            self.fields["name"].required = False
+            self.fields["mac"].required = False
+            self.fields["mac"].widget.attrs["placeholder"] = "from the MAC pool"
+            self.fields["mac"].help_text = "Leave empty to take the next free address of the cluster's MAC pool."
 
 
 # Confirmations and small action forms ----------------------------------------------------

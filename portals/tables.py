@@ -7,11 +7,12 @@ a URL pattern resolved once per object type (`detail_url`), not with a reverse()
 
 import inspect
 import uuid
+from dataclasses import dataclass
 
 import django_tables2 as tables
 from django.contrib.auth import get_user_model
 from django.urls import NoReverseMatch, get_script_prefix, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from compute.models import Snapshot, Template, VirtualMachine
 from inventory.models import Cluster, DataCenter, Event, Host, Job, Step
@@ -63,6 +64,21 @@ def detail_url(obj) -> str:
         head, _, tail = reverse(url_name, args=[_ZERO]).partition(_ZERO)
         pattern = _URL_PATTERNS[key] = (head, tail)
     return f"{pattern[0]}{obj.pk}{pattern[1]}"
+
+
+_ONE = str(uuid.UUID(int=1))
+_ROW_PATTERNS: dict[tuple, str] = {}
+
+
+def vm_row_url(url_name: str, vm_id, pk, *args) -> str:
+    """`reverse(url_name, args=[vm_id, pk, *args])` for a row of a VM's tab (a NIC, a snapshot,
+    a disk attachment), from a pattern reversed once per URL name and action."""
+    key = (get_script_prefix(), url_name, *args)
+    pattern = _ROW_PATTERNS.get(key)
+    if pattern is None:
+        url = reverse(url_name, args=[_ZERO, _ONE, *args])
+        pattern = _ROW_PATTERNS[key] = url.replace(_ZERO, "{vm}").replace(_ONE, "{pk}")
+    return pattern.format(vm=vm_id, pk=pk)
 
 
 def object_url(object_type: str, object_id) -> str | None:
@@ -148,6 +164,41 @@ class DetailLinkColumn(tables.Column):
 
 def link_column(**kwargs) -> tables.Column:
     return DetailLinkColumn(**kwargs)
+
+
+@dataclass(frozen=True)
+class RowLink:
+    label: str
+    icon: str  # a Bootstrap icon name
+    url_name: str  # a route taking the VM's id, the row's id, then `args`
+    args: tuple = ()
+    danger: bool = False
+
+
+class VmRowActionsColumn(tables.Column):
+    """The action links at the end of a row of a VM's tab; the row's `vm_id` and `pk` fill them."""
+
+    def __init__(self, links: tuple[RowLink, ...], **kwargs):
+        kwargs.setdefault("empty_values", ())
+        kwargs.setdefault("orderable", False)
+        kwargs.setdefault("verbose_name", "")
+        kwargs.setdefault("attrs", {"td": {"class": "text-end text-nowrap"}})
+        super().__init__(**kwargs)
+        self.links = links
+
+    def render(self, record):
+        rows = (
+            (
+                " text-danger" if link.danger else "",
+                vm_row_url(link.url_name, record.vm_id, record.pk, *link.args),
+                link.icon,
+                link.label,
+            )
+            for link in self.links
+        )
+        return format_html_join(
+            " ", '<a class="btn btn-link btn-sm py-0 px-1{}" href="{}"><i class="bi bi-{}"></i> {}</a>', rows
+        )
 
 
 class DataCenterTable(PortalTable):
@@ -359,11 +410,20 @@ class DiskAttachmentTable(PortalTable):
     format = tables.Column(accessor="disk__format", verbose_name="Format")
     bootable = tables.BooleanColumn()
     active = tables.BooleanColumn()
+    actions = VmRowActionsColumn(
+        (
+            RowLink("Detach", "eject", "portals:vm-disk-action", ("detach",)),
+            RowLink("Remove", "trash", "portals:vm-disk-action", ("remove",), danger=True),
+        )
+    )
 
     class Meta:
         model = DiskAttachment
         attrs = ATTRS
-        fields = ("status", "disk", "storage_domain", "size", "actual", "format", "interface", "bootable", "active")
+        fields = (
+            *("status", "disk", "storage_domain", "size", "actual", "format", "interface", "bootable", "active"),
+            "actions",
+        )
         empty_text = "No disks attached."
 
 
@@ -387,11 +447,17 @@ class VmNicTable(PortalTable):
     profile = tables.Column(linkify=("portals:vnicprofile-detail", [tables.A("profile_id")]), verbose_name="Profile")
     linked = tables.BooleanColumn()
     plugged = tables.BooleanColumn()
+    actions = VmRowActionsColumn(
+        (
+            RowLink("Edit", "pencil", "portals:vm-nic-edit"),
+            RowLink("Remove", "trash", "portals:vm-nic-action", ("remove",), danger=True),
+        )
+    )
 
     class Meta:
         model = VmNic
         attrs = ATTRS
-        fields = ("name", "network", "profile", "mac", "interface", "linked", "plugged")
+        fields = ("name", "network", "profile", "mac", "interface", "linked", "plugged", "actions")
         empty_text = "No network interfaces."
 
 
@@ -409,11 +475,17 @@ class SnapshotTable(PortalTable):
     status = StatusColumn()
     created_at = tables.DateTimeColumn(verbose_name="Date", format="Y-m-d H:i")
     with_memory = tables.BooleanColumn(verbose_name="Memory")
+    actions = VmRowActionsColumn(
+        (
+            RowLink("Revert", "arrow-counterclockwise", "portals:vm-snapshot-action", ("revert",)),
+            RowLink("Delete", "trash", "portals:vm-snapshot-action", ("remove",), danger=True),
+        )
+    )
 
     class Meta:
         model = Snapshot
         attrs = ATTRS
-        fields = ("status", "created_at", "description", "with_memory")
+        fields = ("status", "created_at", "description", "with_memory", "actions")
         empty_text = "No snapshots."
 
 

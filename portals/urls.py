@@ -45,6 +45,15 @@ urlpatterns = [
     path("hosts/<uuid:pk>/<slug:action>/", views.HostActionView.as_view(), name="host-action"),
     *crud("vms", "vm", views.VmListView, views.VmDetailView, views.VmEditView, views.VmRemoveView),
     path("vms/<uuid:pk>/snapshots/add/", views.SnapshotCreateView.as_view(), name="vm-snapshot-add"),
+    path(
+        "vms/<uuid:vm_pk>/snapshots/<uuid:pk>/<slug:action>/",
+        views.VmSnapshotActionView.as_view(),
+        name="vm-snapshot-action",
+    ),
+    path("vms/<uuid:vm_pk>/nics/add/", views.VmNicEditView.as_view(), name="vm-nic-add"),
+    path("vms/<uuid:vm_pk>/nics/<uuid:pk>/edit/", views.VmNicEditView.as_view(), name="vm-nic-edit"),
+    path("vms/<uuid:vm_pk>/nics/<uuid:pk>/<slug:action>/", views.VmNicActionView.as_view(), name="vm-nic-action"),
+    path("vms/<uuid:vm_pk>/disks/<uuid:pk>/<slug:action>/", views.VmDiskActionView.as_view(), name="vm-disk-action"),
     path("vms/<uuid:pk>/<slug:action>/", views.VmActionView.as_view(), name="vm-action"),
     *crud(
         "templates",

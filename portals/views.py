@@ -21,6 +21,7 @@ from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.views import View
 from django.views.generic import DetailView, TemplateView
@@ -400,9 +401,7 @@ class ObjectEditView(PortalMixin, View):
             return self.render(obj, form)
         saved, job = split_result(result)
         saved = saved or obj
-        verb = "created" if obj is None else "saved"
-        text = f"{self.model._meta.verbose_name.capitalize()} {label(saved)} was {verb}." if saved else ""
-        text += self.extra_message(saved)
+        text = self.success_text(saved, created=obj is None) + self.extra_message(saved)
         job_started(request, job, text)
         return redirect(saved.get_absolute_url() if hasattr(saved, "get_absolute_url") else self.success_url(saved))
 
@@ -411,6 +410,12 @@ class ObjectEditView(PortalMixin, View):
 
     def update(self, obj, form):
         raise NotImplementedError
+
+    def success_text(self, saved, *, created: bool) -> str:
+        if not saved:
+            return ""
+        verb = "created" if created else "saved"
+        return f"{self.model._meta.verbose_name.capitalize()} {label(saved)} was {verb}."
 
     def extra_message(self, saved) -> str:
         return ""
@@ -497,6 +502,8 @@ class Action:
     confirm: bool = False
     question: str = ""
     danger: bool = False
+    detail: str = ""  # the confirmation page's second line
+    done: str = ""  # the banner once the service accepted it (default: "<label>: <object>.")
 
 
 class ObjectActionView(PortalMixin, View):
@@ -523,6 +530,7 @@ class ObjectActionView(PortalMixin, View):
             {
                 "title": f"{act.label} {self.model._meta.verbose_name}",
                 "question": act.question.format(obj=label(obj)),
+                "detail": act.detail,
                 "object": obj,
                 "confirm_label": act.label,
                 "danger": act.danger,
@@ -853,7 +861,10 @@ class VmDetailView(ObjectDetailView):
         return context
 
     def tab_nics(self, obj):
-        return self.paged(tables.VmNicTable(VmNic.objects.filter(vm=obj).select_related("profile__network")))
+        context = self.paged(tables.VmNicTable(VmNic.objects.filter(vm=obj).select_related("profile__network")))
+        context["add_url"] = reverse("portals:vm-nic-add", args=[obj.pk])
+        context["add_label"] = "New network interface"
+        return context
 
     def tab_snapshots(self, obj):
         return self.paged(tables.SnapshotTable(Snapshot.objects.filter(vm=obj)))
@@ -910,6 +921,200 @@ class SnapshotCreateView(PortalMixin, View):
             else:
                 job_started(request, job, f"Snapshot of VM {vm} requested.")
         return redirect(f"{vm.get_absolute_url()}?tab=snapshots")
+
+
+def vm_tab_url(vm, tab: str) -> str:
+    return f"{vm.get_absolute_url()}?tab={tab}"
+
+
+class VmNicEditView(ObjectEditView):
+    """New / edit network interface of a VM (vms/<vm>/nics/...): back to the VM's tab."""
+
+    model = VmNic
+    form_class = forms.VmNicForm
+    list_url_name = "portals:vm-list"
+
+    @cached_property
+    def vm(self):
+        return get_object_or_404(vm_queryset(), pk=self.kwargs["vm_pk"])
+
+    def get_object(self):
+        vm = self.vm
+        pk = self.kwargs.get("pk")
+        if pk is None:
+            return None
+        nic = get_object_or_404(VmNic.objects.filter(vm=vm).select_related("profile__network"), pk=pk)
+        nic.vm = vm
+        return nic
+
+    def get_initial(self) -> dict:
+        initial = super().get_initial()
+        if self.kwargs.get("pk") is None:  # a new NIC: the name the service would give it
+            names = set(VmNic.objects.filter(vm=self.vm).values_list("name", flat=True))
+            initial.setdefault("name", next(f"nic{n}" for n in range(1, len(names) + 2) if f"nic{n}" not in names))
+        return initial
+
+    def make_form(self, obj, data=None):
+        instance = copy.copy(obj) if obj is not None else VmNic(vm=self.vm)
+        return self.form_class(data, instance=instance, initial=None if data is not None else self.get_initial())
+
+    def create(self, form):
+        return networking_services.create_nic(self.vm, user=self.request.user, **form.service_kwargs())
+
+    def update(self, obj, form):
+        return networking_services.update_nic(obj, user=self.request.user, **form.service_changes())
+
+    def success_text(self, saved, *, created: bool) -> str:
+        return f"Network interface {saved.name} was {'added to' if created else 'saved on'} VM {self.vm.name}."
+
+    def success_url(self, saved) -> str:
+        return vm_tab_url(self.vm, "nics")
+
+    def extra_context(self, obj, form) -> dict:
+        vm = self.vm
+        return {
+            "nic_vm": vm,
+            "nic_vm_running": vm.status in RUNNING,
+            "verbose_name": "Network interface",
+            "title": f"Edit network interface {obj.name}" if obj is not None else "New network interface",
+            "cancel_url": vm_tab_url(vm, "nics"),
+        }
+
+
+class VmItemActionView(PortalMixin, View):
+    """A confirmed action on one row of a VM's tab (a NIC, a snapshot, a disk): GET asks,
+    POST calls the service, then back to the tab with the outcome or the refusal as a banner."""
+
+    model = None
+    noun = ""  # how the confirmation page names the row
+    tab = ""
+    related: tuple[str, ...] = ()
+    actions: dict[str, Action] = {}
+
+    def get_action(self) -> Action:
+        action = self.actions.get(self.kwargs["action"])
+        if action is None:
+            raise Http404("No such action.")
+        return action
+
+    def get_object(self):
+        rows = self.model._default_manager.filter(vm_id=self.kwargs["vm_pk"]).select_related("vm", *self.related)
+        return get_object_or_404(rows, pk=self.kwargs["pk"])
+
+    def item_label(self, obj) -> str:
+        return label(obj)
+
+    def get(self, request, vm_pk, pk, action):
+        act = self.get_action()
+        obj = self.get_object()
+        if not act.confirm:
+            return HttpResponseNotAllowed(["POST"])
+        names = {"obj": self.item_label(obj), "vm": obj.vm.name}
+        return render(
+            request,
+            "portals/confirm.html",
+            {
+                "title": f"{act.label} {self.noun}",
+                "question": act.question.format(**names),
+                "detail": act.detail.format(**names),
+                "object": obj,
+                "confirm_label": act.label,
+                "danger": act.danger,
+                "cancel_url": vm_tab_url(obj.vm, self.tab),
+                "section": "portals:vm-list",
+            },
+        )
+
+    def post(self, request, vm_pk, pk, action):
+        act = self.get_action()
+        obj = self.get_object()
+        names = {"obj": self.item_label(obj), "vm": obj.vm.name}
+        try:
+            result = act.service(obj, user=request.user)
+        except (ConflictError, ValidationError) as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            _, job = split_result(result)
+            text = f"{act.label}: {names['obj']}." if job is not None or not act.done else act.done.format(**names)
+            job_started(request, job, text)
+        return redirect(vm_tab_url(obj.vm, self.tab))
+
+
+class VmNicActionView(VmItemActionView):
+    model = VmNic
+    noun = "network interface"
+    tab = "nics"
+    actions = {
+        "remove": Action(
+            "Remove",
+            networking_services.remove_nic,
+            confirm=True,
+            question="Are you sure you want to remove network interface {obj} from VM {vm}?",
+            detail="This cannot be undone. On a running VM, unplug the interface first (edit it).",
+            danger=True,
+            done="Network interface {obj} was removed from VM {vm}.",
+        ),
+    }
+
+
+class VmSnapshotActionView(VmItemActionView):
+    model = Snapshot
+    noun = "snapshot"
+    tab = "snapshots"
+    actions = {
+        "revert": Action(
+            "Revert",
+            compute_services.revert_snapshot,
+            confirm=True,
+            question="Are you sure you want to revert VM {vm} to snapshot '{obj}'?",
+            detail="The VM must be down. The current state of its disks is lost: they go back to what they were "
+            "when the snapshot was taken.",
+            danger=True,
+        ),
+        "remove": Action(
+            "Delete",
+            compute_services.remove_snapshot,
+            confirm=True,
+            question="Are you sure you want to delete snapshot '{obj}' of VM {vm}?",
+            detail="This cannot be undone.",
+            danger=True,
+        ),
+    }
+
+
+def _remove_attached_disk(attachment: DiskAttachment, *, user):
+    return storage_services.remove_disk(attachment.disk, user=user)
+
+
+class VmDiskActionView(VmItemActionView):
+    model = DiskAttachment
+    noun = "disk"
+    tab = "disks"
+    related = ("disk",)
+    actions = {
+        "detach": Action(
+            "Detach",
+            storage_services.detach_disk,
+            confirm=True,
+            question="Are you sure you want to detach disk {obj} from VM {vm}?",
+            detail="The disk and its data stay on the storage domain and can be attached again. On a running VM "
+            "it is unplugged first.",
+            danger=True,
+            done="Disk {obj} was detached from VM {vm}.",
+        ),
+        "remove": Action(
+            "Remove",
+            _remove_attached_disk,
+            confirm=True,
+            question="Are you sure you want to remove disk {obj} of VM {vm}?",
+            detail="The disk is deleted from its storage domain with all its data; the VM must be down. "
+            "This cannot be undone.",
+            danger=True,
+        ),
+    }
+
+    def item_label(self, obj) -> str:
+        return obj.disk.alias
 
 
 # Templates ---------------------------------------------------------------------------------

@@ -13,9 +13,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from compute.choices import VmStatus
+from compute.models import Snapshot
 from inventory.audit import create_job, record_event
 from inventory.models import Host
-from tests.factories import make_cluster, make_data_center, make_host, make_vm
+from networking.services import create_network, create_nic
+from storage.models import DiskAttachment
+from tests.factories import make_cluster, make_data_center, make_disk, make_host, make_storage_domain, make_vm
 
 VM_LIST_QUERIES = 10  # + count + page of VMs + the cluster and data center selects (the host filter is a text box)
 HOST_LIST_QUERIES = 10  # + count + page of hosts + the cluster and data center selects
@@ -24,6 +27,7 @@ VM_DETAIL_QUERIES = 8  # + the VM with its cluster, data center, host, template.
 RUNNING_VM_DETAIL_QUERIES = VM_DETAIL_QUERIES + 1  # + the VMs of its host (tree)
 HOST_DETAIL_QUERIES = 9  # + the host + its cluster's hosts + its VMs (tree)
 CLUSTER_DETAIL_QUERIES = 8  # + the cluster + its hosts (tree)
+VM_NIC_FORM_QUERIES = 9  # + the VM + its NICs (the next name) or the NIC + the profiles of its cluster
 TREE_PARTIAL_QUERIES = 4  # session + user + the cluster (host) + its first hosts (VMs) with the counts
 
 
@@ -89,6 +93,39 @@ def test_vm_detail_tabs_query_count_does_not_grow(user_client, size):
 
     assert count_queries(user_client, url) == VM_DETAIL_QUERIES
     assert count_queries(user_client, url, {"tab": "events"}) == VM_DETAIL_QUERIES + 2  # count + page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_vm_row_tabs_query_count_does_not_grow(user_client, size):
+    """The disks, network interfaces and snapshots tabs, with their per-row action links."""
+    cluster = make_cluster()
+    vm = make_vm(cluster, name="target")
+    sd = make_storage_domain(cluster.data_center)
+    profile = create_network(
+        user=None, data_center=cluster.data_center, name="vmnet", vlan_tag=10, clusters=[cluster]
+    ).vnic_profiles.get()
+    for number in range(size):
+        DiskAttachment.objects.create(vm=vm, disk=make_disk(sd), bootable=number == 0)
+        create_nic(vm, user=None, profile=profile)
+        Snapshot.objects.create(vm=vm, description=f"snap{number}")
+    url = reverse("portals:vm-detail", args=[vm.pk])
+
+    for tab in ("disks", "nics", "snapshots"):
+        assert count_queries(user_client, url, {"tab": tab}) == VM_DETAIL_QUERIES + 2, tab  # count + page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 30])
+def test_vm_nic_form_query_count_does_not_grow(user_client, size):
+    cluster = make_cluster()
+    vm = make_vm(cluster, name="target")
+    for number in range(size):
+        create_network(user=None, data_center=cluster.data_center, name=f"net{number}", clusters=[cluster])
+    nic, _ = create_nic(vm, user=None)
+
+    assert count_queries(user_client, reverse("portals:vm-nic-add", args=[vm.pk])) == VM_NIC_FORM_QUERIES
+    assert count_queries(user_client, reverse("portals:vm-nic-edit", args=[vm.pk, nic.pk])) == VM_NIC_FORM_QUERIES
 
 
 @pytest.mark.django_db
