@@ -32,6 +32,8 @@ command -v gcc >/dev/null || missing+=(gcc)
 command -v redis-server >/dev/null || deb_installed redis-server || missing+=(redis-server)
 deb_installed postgresql || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 command -v node >/dev/null || missing+=(nodejs)
+# Portal tests drive Debian's chromium with Playwright (its own browser download cannot work here).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(npm)
 
 SYS_PY="$(find_python || true)"
