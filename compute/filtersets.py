@@ -34,10 +34,12 @@ class VmFilterSet(NameFilterMixin):
     )
     template = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Template.objects.all())
     os_type = filters.MultipleChoiceFilter(distinct=False, choices=OsType.choices)
+    # A plain id, not a choice among the users: a filter tells nobody which users exist.
+    owner = filters.NumberFilter(field_name="owner_id", help_text="Owned by this user (id).")
 
     class Meta:
         model = VirtualMachine
-        fields = ("name", "status", "cluster", "data_center", "host", "template", "os_type", "ha_enabled")
+        fields = ("name", "status", "cluster", "data_center", "host", "template", "os_type", "ha_enabled", "owner")
 
 
 class SnapshotFilterSet(filters.FilterSet):

@@ -1,5 +1,6 @@
 import re
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -146,6 +147,14 @@ class VirtualMachine(OlvmModel, VmShape):
         "inventory.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="running_vms"
     )
     external = models.BooleanField(default=False, help_text="Found running on a host, not started by the engine.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_vms",
+        help_text="The user the VM belongs to: they may use it (UserRole) and it counts in their quota.",
+    )
     next_run_config = models.JSONField(
         default=dict, blank=True, help_text="Changes saved on a running VM that apply at its next start."
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from typing import NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -53,10 +54,37 @@ def _busy_vm_ids(vm_ids) -> set:
     return set(Job.objects.filter(vm_id__in=list(vm_ids), status=JobStatus.STARTED).values_list("vm_id", flat=True))
 
 
-def _load(host: Host, ids: list[str], *, lock: bool) -> tuple[dict, dict]:
-    qs = VirtualMachine.objects.select_for_update() if lock else VirtualMachine.objects.all()
+def _load(host: Host, ids: list[str]) -> tuple[dict, dict]:
+    """The reported VMs the engine knows and the VMs it has running on the host, locked."""
+    qs = VirtualMachine.objects.select_for_update()
     known = {str(vm.pk): vm for vm in qs.filter(pk__in=ids).order_by("pk")}
     expected = {str(vm.pk): vm for vm in qs.filter(run_on_host=host, status__in=RUNNING).order_by("pk")}
+    return known, expected
+
+
+class _Seen(NamedTuple):
+    """What the comparison needs of a VM row."""
+
+    pk: uuid.UUID
+    status: str
+    run_on_host_id: uuid.UUID | None
+
+
+def _peek(host: Host, ids: list[str]) -> tuple[dict, dict]:
+    """`_load` without locks or model instances, over the few columns compared: one query
+    for the VMs the engine has on the host, a second only for reported VMs it has elsewhere
+    (a defined but stopped domain, a VM the engine does not know)."""
+    columns = ("pk", "status", "run_on_host_id")
+    seen = {
+        str(row[0]): _Seen(*row)
+        for row in VirtualMachine.objects.filter(run_on_host_id=host.pk).order_by().values_list(*columns)
+    }
+    elsewhere = [vm_id for vm_id in ids if vm_id not in seen]
+    if elsewhere:
+        rows = VirtualMachine.objects.filter(pk__in=elsewhere).order_by().values_list(*columns)
+        seen.update((str(row[0]), _Seen(*row)) for row in rows)
+    known = {vm_id: seen[vm_id] for vm_id in ids if vm_id in seen}
+    expected = {k: v for k, v in seen.items() if v.run_on_host_id == host.pk and v.status in RUNNING}
     return known, expected
 
 
@@ -72,12 +100,12 @@ def _candidates(host: Host, by_id: dict, known: dict, expected: dict) -> list[st
 def reconcile_host(host: Host, reported: list[dict]) -> int:
     """Settle the host's full report of domains; returns how many VMs changed."""
     by_id = {str(r["id"]).lower(): r for r in reported}
-    # The usual heartbeat finds everything as the engine has it: two reads, no locks.
-    if not _candidates(host, by_id, *_load(host, list(by_id), lock=False)):
+    # The usual heartbeat finds everything as the engine has it: one lean read, no locks.
+    if not _candidates(host, by_id, *_peek(host, list(by_id))):
         return 0
     changed = 0
     with transaction.atomic():
-        known, expected = _load(host, list(by_id), lock=True)
+        known, expected = _load(host, list(by_id))
         if not _candidates(host, by_id, known, expected):
             return 0
         busy = _busy_vm_ids(set(known) | set(expected))
@@ -253,20 +281,52 @@ def guest_facts(info: dict) -> dict:
 
 def apply_guest_info(host: Host, vm_id: str, info: dict) -> bool:
     """Copy the guest agent's facts onto the VM when they changed; publish them."""
-    if info.get("guest_agent", "ok") != "ok":
-        return False
-    facts = guest_facts(info)
-    with transaction.atomic():
-        vm = VirtualMachine.objects.select_for_update().filter(pk=vm_id, run_on_host=host).first()
-        if vm is None:
-            return False
-        changed = [name for name, value in facts.items() if getattr(vm, name) != value]
-        if not changed:
-            return False
-        for name in changed:
-            setattr(vm, name, facts[name])
-        vm.save(update_fields=[*changed, "updated_at"])
-        from inventory.publish import publish
+    return apply_guest_infos(host, [(vm_id, info)]) == 1
 
-        publish(f"vm.{vm.pk}", "vm.guest", {"id": str(vm.pk), **facts, "at": timezone.now().isoformat()})
-    return True
+
+def guest_facts_of(reports: list[tuple[str, dict]]) -> dict[str, dict]:
+    """VM id -> the facts of its guest_info reports (the last one of a VM wins, as if they
+    were applied in order); VMs whose guest agent did not answer are left out."""
+    facts = {}
+    for vm_id, info in reports:
+        if info.get("guest_agent", "ok") == "ok":
+            facts[str(vm_id).lower()] = guest_facts(info)
+        else:
+            facts.pop(str(vm_id).lower(), None)
+    return facts
+
+
+def apply_guest_infos(host: Host, reports: list[tuple[str, dict]]) -> int:
+    """`apply_guest_info` for several VMs of the host: one read compares them all, and only
+    the VMs whose facts changed are locked and written. Returns how many changed."""
+    return apply_guest_facts(host, guest_facts_of(reports))
+
+
+def apply_guest_facts(host: Host, facts: dict[str, dict]) -> int:
+    """`apply_guest_infos` from `guest_facts_of`'s result."""
+    if not facts:
+        return 0
+    # Every VM on the host in one simple query (cheaper than picking the reported ones).
+    current = VirtualMachine.objects.filter(run_on_host=host).order_by().values_list("pk", *GUEST_FIELDS)
+    stale = [
+        str(row[0])
+        for row in current
+        if str(row[0]) in facts and dict(zip(GUEST_FIELDS, row[1:], strict=True)) != facts[str(row[0])]
+    ]
+    if not stale:
+        return 0
+    from inventory.publish import publish
+
+    changed = 0
+    with transaction.atomic():
+        for vm in VirtualMachine.objects.select_for_update().filter(pk__in=stale, run_on_host=host).order_by("pk"):
+            new = facts[str(vm.pk)]
+            fields = [name for name, value in new.items() if getattr(vm, name) != value]
+            if not fields:
+                continue
+            for name in fields:
+                setattr(vm, name, new[name])
+            vm.save(update_fields=[*fields, "updated_at"])
+            publish(f"vm.{vm.pk}", "vm.guest", {"id": str(vm.pk), **new, "at": timezone.now().isoformat()})
+            changed += 1
+    return changed

@@ -7,22 +7,25 @@ the task moves the VM on from what the host agent reports.
 """
 
 import copy
+import secrets
 
-from django.core.exceptions import ValidationError
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from inventory.audit import create_job, record_event
+from inventory.audit import create_job, plain_payload, record_event
 from inventory.choices import HostStatus, JobStatus
 from inventory.exceptions import ConflictError
 from inventory.models import Cluster, Host, Job
 from inventory.publish import publish
 from inventory.servicekit import apply_changes, check_fields, locked, save_validated
-from inventory.services import enqueue, who
+from inventory.services import enqueue, remove_permissions_on, who
 from storage.choices import DiskAllocation, DiskFormat, DiskStatus
 
-from .choices import SnapshotStatus, VmStatus
+from .choices import ConsoleType, SnapshotStatus, VmStatus
 from .models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
 from .scheduling import HostFacts, VmRequest, place_vm
 from .statemachine import RUNNING, VM_STATE_MACHINE, check_action
@@ -48,9 +51,15 @@ VM_FIELDS = {
     "placement_policy",
     "pinned_hosts",
     "instance_type",
+    "owner",
 }
 # What a running VM takes at once; the rest of VM_FIELDS waits for the next run.
-LIVE_FIELDS = {"name", "description", "comment", "ha_enabled", "ha_priority", "resume_behavior", "placement_policy"}
+LIVE_FIELDS = {
+    *("name", "description", "comment", "ha_enabled", "ha_priority", "resume_behavior", "placement_policy"),
+    "owner",
+}
+# What a VM user chooses for a VM of their own (create_own_vm); the rest comes from the template.
+OWN_VM_FIELDS = {"description", "comment", "vcpus", "memory_mib", "instance_type"}
 TEMPLATE_FIELDS = {*SHAPE_FIELDS, "name", "version_name"}
 INSTANCE_TYPE_FIELDS = {"name", "description", "memory_mib", "vcpus"}
 VM_ACTION_TYPES = {
@@ -67,8 +76,32 @@ VM_TASK = "compute.tasks.vm_action_task"
 # VM status --------------------------------------------------------------------------------
 
 
+# What a VM's status message carries (`vm.<id>` and `cluster.<id>` groups): what its list row
+# and page show, as VmSerializer renders those fields (inventory/tests/test_payloads.py).
+VM_LIVE_FIELDS = (
+    "id", "name", "status", "status_changed_at", "cluster", "data_center", "run_on_host", "vcpus",
+    "memory_mib", "guest_ips", "external", "updated_at",
+)  # fmt: skip
+
+
+def vm_payload(vm: VirtualMachine) -> dict:
+    """VM_LIVE_FIELDS and `run_on_host_name` of `vm`, built without the serializer (cheap:
+    the host's name is read only when its row is not at hand)."""
+    payload = plain_payload(vm, VM_LIVE_FIELDS)
+    if vm.run_on_host_id is None:
+        payload["run_on_host_name"] = None
+    elif VirtualMachine.run_on_host.is_cached(vm):
+        payload["run_on_host_name"] = vm.run_on_host.name
+    else:
+        payload["run_on_host_name"] = Host.objects.filter(pk=vm.run_on_host_id).values_list("name", flat=True).first()
+    return payload
+
+
 def set_vm_status(vm: VirtualMachine, status: str, *, host: Host | None | bool = False) -> bool:
-    """Move a (locked) VM through the state machine; `host` (when given) sets run_on_host."""
+    """Move a (locked) VM through the state machine; `host` (when given) sets run_on_host.
+    Subscribers of the VM and of its cluster get its new state after commit, with the status
+    and host it had before (`previous`), so that counters follow without reading the database."""
+    previous = {"status": vm.status, "run_on_host": str(vm.run_on_host_id) if vm.run_on_host_id else None}
     fields = []
     if vm.status != status:
         VM_STATE_MACHINE.check(vm.status, status)
@@ -85,9 +118,9 @@ def set_vm_status(vm: VirtualMachine, status: str, *, host: Host | None | bool =
     if not fields:
         return False
     vm.save(update_fields=[*set(fields), "updated_at"])
-    payload = {"id": str(vm.pk), "status": vm.status, "run_on_host": str(vm.run_on_host_id or "") or None}
-    publish(f"vm.{vm.pk}", "vm.status", payload)
-    publish(f"cluster.{vm.cluster_id}", "vm.status", payload)
+    payload = vm_payload(vm)
+    publish(f"vm.{vm.pk}", "vm.status", payload, previous=previous)
+    publish(f"cluster.{vm.cluster_id}", "vm.status", payload, previous=previous)
     return True
 
 
@@ -271,6 +304,7 @@ def remove_template(template: Template, *, user) -> Job | None:
         raise ConflictError(f"Template {template} has locked disks (an operation is running on them).")
     job = _remove_images(disks, user=user, obj=template, description=f"Removing template {template}")
     record_event("USER_REMOVE_VM_TEMPLATE", f"Template {template} was removed by {who(user)}.", user=user, obj=template)
+    remove_permissions_on(template)
     template.delete()
     return job
 
@@ -280,6 +314,48 @@ def remove_template(template: Template, *, user) -> Job | None:
 
 @transaction.atomic(durable=True)
 def create_vm(
+    *,
+    user,
+    cluster: Cluster,
+    name: str,
+    template: Template | None = None,
+    instance_type: InstanceType | None = None,
+    **fields,
+) -> tuple[VirtualMachine, Job | None]:
+    return _create_vm(user=user, cluster=cluster, name=name, template=template, instance_type=instance_type, **fields)
+
+
+@transaction.atomic(durable=True)
+def create_own_vm(
+    *, user, template: Template, name: str, cluster: Cluster | None = None, **fields
+) -> tuple[VirtualMachine, Job | None]:
+    """A VM user's VM (VM portal; the API for users who are not administrators), owned by
+    `user`: they need `template.use` on the template and `vm.create` on the cluster (a
+    grant on the template itself covers its own cluster), and the VMs they own, this one
+    included, must fit their quota (compute.quota). The cluster defaults to the template's.
+    Refusals: PermissionDenied (403), ConflictError code `quota_exceeded` (409)."""
+    from inventory import permissions
+    from inventory.choices import ActionGroup
+
+    from .quota import Usage, limits_of, refusal, usage_of
+
+    check_fields(VirtualMachine, fields, OWN_VM_FIELDS)
+    cluster = cluster or template.cluster
+    if cluster is None:
+        raise ValidationError({"cluster": f"Template {template} belongs to no cluster: choose the cluster of the VM."})
+    permissions.check(user, ActionGroup.TEMPLATE_USE, template)
+    permissions.check(user, ActionGroup.VM_CREATE, template if template.cluster_id == cluster.pk else cluster)
+    # One user's creations queue here, so two at once cannot both take the last of the quota.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    vm, job = _create_vm(user=user, cluster=cluster, name=name, template=template, owner=user, **fields)
+    disks = sum(a.disk.provisioned_size for a in vm.disk_attachments.select_related("disk"))
+    why = refusal(limits_of(user), usage_of(user), Usage(vm.vcpus, vm.memory_mib, disks))
+    if why:
+        raise ConflictError(why, code="quota_exceeded")
+    return vm, job
+
+
+def _create_vm(
     *,
     user,
     cluster: Cluster,
@@ -475,6 +551,7 @@ def remove_vm(vm: VirtualMachine, *, user, remove_disks: bool = True) -> Job | N
         obj=vm,
         correlation_id=job.correlation_id if job else "",
     )
+    remove_permissions_on(vm)
     vm.delete()
     return job
 
@@ -709,3 +786,157 @@ def remove_snapshot(snapshot: Snapshot, *, user) -> Job:
         code="USER_REMOVE_SNAPSHOT",
         message="Snapshot '{snapshot}' deletion for VM {vm} was initiated by {user}.",
     )
+
+
+# Simulated inventory ------------------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def add_simulated_vms(*, user, hosts: list[Host], per_host: int, vcpus: int = 1, memory_mib: int = 512) -> int:
+    """VMs running on hosts served by a simulator (`inventory.services.add_simulated_hosts`),
+    in bulk and idempotently: VM `<host>-vm-NN` (NN = 1 .. per_host) of each host is created
+    Up on that host unless its data center has a VM of that name already. No Job, disks or
+    NICs: the simulator starts with these VMs running (the engine's manifest lists them).
+    One audit Event for the whole set; returns how many VMs were created."""
+    if per_host < 0:
+        raise ValidationError({"per_host": "Give zero or more VMs per host."})
+    not_simulated = sorted(h.name for h in hosts if not h.simulated)
+    if not_simulated:
+        raise ConflictError(f"Host(s) {', '.join(not_simulated[:5])} are not simulated: VMs there start through a Job.")
+    clusters = {c.pk: c for c in Cluster.objects.filter(pk__in={h.cluster_id for h in hosts})}
+    width = max(2, len(str(per_host)))
+    wanted = {
+        (clusters[h.cluster_id].data_center_id, f"{h.name}-vm-{j:0{width}d}"): h
+        for h in hosts
+        for j in range(1, per_host + 1)
+    }
+    existing = set(
+        VirtualMachine.objects.filter(
+            data_center_id__in={dc for dc, _ in wanted}, name__in={name for _, name in wanted}
+        ).values_list("data_center_id", "name")
+    )
+    now = timezone.now()
+    checked: set = set()
+    created = []
+    for (dc_id, name), host in wanted.items():
+        if (dc_id, name) in existing:
+            continue
+        vm = VirtualMachine(
+            name=name,
+            cluster=clusters[host.cluster_id],
+            data_center_id=dc_id,
+            template_id=BLANK_TEMPLATE_ID,
+            description="Simulated VM (no hypervisor)",
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            guaranteed_memory_mib=memory_mib,
+            status=VmStatus.UP,
+            status_changed_at=now,
+            run_on_host=host,
+        )
+        if host.cluster_id not in checked:  # the same shape everywhere: one check per cluster
+            vm.full_clean(
+                exclude=["template", "cluster", "run_on_host"], validate_unique=False, validate_constraints=False
+            )
+            checked.add(host.cluster_id)
+        created.append(vm)
+    VirtualMachine.objects.bulk_create(created, batch_size=2000)
+    if created:
+        record_event(
+            "USER_ADD_VM",
+            f"{len(created)} simulated VM(s) ({per_host} per host, {vcpus} vCPU, {memory_mib} MiB) were added "
+            f"running on {len(hosts)} simulated host(s) by {who(user)}.",
+            user=user,
+            obj=clusters[hosts[0].cluster_id] if len(clusters) == 1 else None,
+        )
+    return len(created)
+
+
+# Consoles -----------------------------------------------------------------------------------
+
+CONSOLE_KINDS = {"serial": "serial console", "vnc": "VNC console"}
+CONSOLE_TICKET_TTL = 30  # seconds
+# Where the qemu process runs (or is about to): the console can be reached through the host agent.
+CONSOLE_STATUSES = RUNNING - {VmStatus.NOT_RESPONDING, VmStatus.UNKNOWN}
+
+
+def console_ticket_key(ticket: str) -> str:
+    return f"console-ticket:{ticket}"
+
+
+def may_open_console(user, vm: VirtualMachine) -> bool:
+    """The one check of who may open a VM's console (the ticket, the page, the websocket):
+    administrators, and whoever the object permissions grant `vm.console` on the VM
+    (`inventory.permissions`, when that module is there)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if user.is_staff:
+        return True
+    try:
+        from inventory.permissions import has_permission
+    except ModuleNotFoundError as exc:
+        if exc.name != "inventory.permissions":
+            raise
+        return False
+    return has_permission(user, "vm.console", vm)
+
+
+@transaction.atomic(durable=True)
+def console_ticket(vm: VirtualMachine, *, user, kind: str = "serial") -> dict:
+    """A one-time ticket to open the VM's serial or VNC console (oVirt's ticket action):
+    a random token kept in the cache for CONSOLE_TICKET_TTL seconds, bound to the user, the
+    VM and the kind, and used up by the first websocket that presents it (portals/console.py).
+    The VM must run on a host whose agent the engine reaches; an audit Event records who
+    asked."""
+    if kind not in CONSOLE_KINDS:
+        raise ValidationError({"kind": f"Choose one of: {', '.join(CONSOLE_KINDS)}."})
+    if not may_open_console(user, vm):
+        raise PermissionDenied("You may not open the console of this VM.")
+    vm = VirtualMachine.objects.select_related("run_on_host").get(pk=vm.pk)
+    check_console(vm, kind)
+    ticket = secrets.token_urlsafe(32)
+    record_event(
+        "VM_SET_TICKET",
+        f"User {who(user)} initiated a {CONSOLE_KINDS[kind]} session for VM {vm.name}.",
+        user=user,
+        obj=vm,
+    )
+    grant = {"user_id": user.pk, "vm_id": str(vm.pk), "kind": kind}
+    cache.set(console_ticket_key(ticket), grant, timeout=CONSOLE_TICKET_TTL)
+    return {"ticket": ticket, "kind": kind, "vm_id": str(vm.pk), "expires_in": CONSOLE_TICKET_TTL}
+
+
+def check_console(vm: VirtualMachine, kind: str) -> Host:
+    """The host whose agent serves the VM's console of this kind now, or ConflictError why
+    there is none (`vm.run_on_host` loaded)."""
+    host = vm.run_on_host
+    if vm.status not in CONSOLE_STATUSES or host is None:
+        raise ConflictError(
+            f"VM {vm.name} is {vm.get_status_display().lower()}: a console opens only while it runs on a host.",
+            code="vm_not_running",
+        )
+    if kind == "vnc" and vm.console_type != ConsoleType.VNC:
+        raise ConflictError(
+            f"VM {vm.name} has no VNC display (its console is {vm.get_console_type_display()}); "
+            "use its serial console.",
+            code="no_vnc",
+        )
+    if host.simulated and not host.cert_fingerprint:
+        raise ConflictError(
+            f"VM {vm.name} runs on {host.name}, a host simulated inside the engine with no agent: "
+            "it has no console to open.",
+            code="no_console",
+        )
+    return host
+
+
+def claim_console_ticket(ticket: str) -> dict | None:
+    """The grant of a console ticket, used up: None when it is unknown, expired or was
+    presented before (by anyone: a ticket seen twice is burnt)."""
+    if not ticket or len(ticket) > 128:
+        return None
+    key = console_ticket_key(ticket)
+    grant = cache.get(key)
+    if grant is None or not cache.delete(key):  # of two racing claims only one deletes it
+        return None
+    return grant

@@ -406,26 +406,35 @@ class RemoteAgentClient(AgentClient):
 
     def open_console(self, vm_id: str) -> ssl.SSLSocket:
         """A TLS socket carrying the VM's serial console both ways (the caller closes it)."""
-        ticket = self.call("console_open", {"vm_id": vm_id})
+        return self._open_stream("console_open", vm_id, "olvm-console", "console")
+
+    def open_vnc(self, vm_id: str) -> ssl.SSLSocket:
+        """A TLS socket carrying the VM's VNC display (raw RFB, the server speaks first) both
+        ways (the caller closes it)."""
+        return self._open_stream("vnc_open", vm_id, "olvm-vnc", "VNC display")
+
+    def _open_stream(self, verb: str, vm_id: str, upgrade: str, what: str) -> ssl.SSLSocket:
+        """Ask for a one-time ticket with `verb`, then upgrade a new connection to its stream."""
+        ticket = self.call(verb, {"vm_id": vm_id})
         sock = self._connect(self._context())
         try:
             sock.settimeout(self.read_timeout)
             sock.sendall(
                 f"GET {ticket['path']} HTTP/1.1\r\nHost: {self.host.address}\r\n"
-                f"Upgrade: {ticket.get('upgrade', 'olvm-console')}\r\nConnection: Upgrade\r\n\r\n".encode()
+                f"Upgrade: {ticket.get('upgrade', upgrade)}\r\nConnection: Upgrade\r\n\r\n".encode()
             )
             head = b""
             while not head.endswith(b"\r\n\r\n"):
                 byte = sock.recv(1)
                 if not byte or len(head) > 16384:
-                    raise AgentUnavailable(f"{self._where()}: the agent closed the console connection.")
+                    raise AgentUnavailable(f"{self._where()}: the agent closed the {what} connection.")
                 head += byte
             status = head.split(b"\r\n", 1)[0].decode("latin-1")
             if status.split(" ")[1:2] != ["101"]:
-                raise AgentError(f"{self._where()}: the agent refused the console of VM {vm_id}: {status}")
+                raise AgentError(f"{self._where()}: the agent refused the {what} of VM {vm_id}: {status}")
         except OSError as exc:
             sock.close()
-            raise AgentUnavailable(f"{self._where()}: the console connection failed: {exc}") from None
+            raise AgentUnavailable(f"{self._where()}: the {what} connection failed: {exc}") from None
         except BaseException:
             sock.close()
             raise

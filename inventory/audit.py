@@ -5,6 +5,7 @@
 """
 
 import datetime
+import functools
 from collections.abc import Sequence
 
 from django.db import models, transaction
@@ -113,7 +114,7 @@ _RELATIONS = {"user": "user_id", "owner": "owner_id"}
 
 
 def _json_value(value):
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
         return value
     if isinstance(value, datetime.datetime):
         text = timezone.localtime(value).isoformat() if timezone.is_aware(value) else value.isoformat()
@@ -123,6 +124,19 @@ def _json_value(value):
 
 def _plain(obj, fields) -> dict:
     return {name: _json_value(getattr(obj, _RELATIONS.get(name, name))) for name in fields}
+
+
+def plain_payload(obj: models.Model, fields) -> dict:
+    """`fields` of `obj` as its REST serializer renders them (a relation as its id), without
+    the serializer: the status payloads of the live streams (compute, inventory and storage
+    services) are built this way, and tests hold them equal to the serializers' output."""
+    attnames = _attnames(type(obj))
+    return {name: _json_value(getattr(obj, attnames.get(name, name))) for name in fields}
+
+
+@functools.cache
+def _attnames(model: type[models.Model]) -> dict[str, str]:
+    return {field.name: field.attname for field in model._meta.concrete_fields if field.is_relation}
 
 
 def event_payload(event: Event) -> dict:

@@ -144,6 +144,37 @@ def issue_host_certificate(host: Host) -> CertPaths:
     return _paths(out)
 
 
+def issue_host_certificates(hosts: list[Host]) -> None:
+    """`issue_host_certificate` for many hosts at once: one lock, one bulk update."""
+    if not hosts:
+        return
+    ca_dir = ensure_ca()
+    now = timezone.now()
+    with _pki_lock():
+        for host in hosts:
+            info = pki.issue_certificate(
+                ca_dir, str(host.pk), host_cert_dir(host), settings.OLVM_CERT_DAYS, "host", addresses=[host.address]
+            )
+            host.cert_fingerprint = info["fingerprint_sha256"]
+            host.cert_expires_at = dt.datetime.fromisoformat(info["not_after"])
+            host.updated_at = now
+    Host.objects.bulk_update(hosts, ["cert_fingerprint", "cert_expires_at", "updated_at"], batch_size=500)
+
+
+def host_certificate_valid(host: Host) -> bool:
+    """The host has its certificate on file, from this CA, naming its id and address, and
+    not yet due for renewal."""
+    paths = host_cert_paths(host)
+    if _due(paths.cert_file):
+        return False
+    info = pki.certificate_info(paths.cert_file)
+    return info["common_name"] == str(host.pk) and host.address in info["addresses"]
+
+
+def host_cert_paths(host: Host) -> CertPaths:
+    return _paths(host_cert_dir(host))
+
+
 def host_cert_dir(host: Host) -> Path:
     return pki_dir() / "hosts" / str(host.pk)
 

@@ -106,3 +106,42 @@ class StepStatus(models.TextChoices):
     FINISHED = "finished", "Finished"
     FAILED = "failed", "Failed"
     ABORTED = "aborted", "Aborted"
+
+
+class PermissionObjectType(models.TextChoices):
+    """What a permission is granted on; each level inherits from the one above it
+    (system -> data center -> cluster -> VM / template). Codes as in ObjectType."""
+
+    SYSTEM = "system", "System"
+    DATA_CENTER = "data_center", "Data center"
+    CLUSTER = "cluster", "Cluster"
+    VM = "vm", "Virtual machine"
+    TEMPLATE = "template", "Template"
+
+
+class ActionGroup(models.TextChoices):
+    """What a role allows, in oVirt's action groups (a role is a set of these)."""
+
+    SYSTEM_MANAGE = "system.manage", "Manage the system (users, roles, permissions, data centers)"
+    DATA_CENTER_MANAGE = "data_center.manage", "Edit data centers, their storage and networks"
+    CLUSTER_MANAGE = "cluster.manage", "Edit clusters"
+    HOST_MANAGE = "host.manage", "Add, edit, remove hosts; maintenance"
+    INVENTORY_VIEW = "inventory.view", "See data centers, clusters, hosts, storage and networks"
+    TEMPLATE_VIEW = "template.view", "See templates"
+    TEMPLATE_USE = "template.use", "Create VMs from templates"
+    TEMPLATE_MANAGE = "template.manage", "Create, edit, remove templates"
+    VM_VIEW = "vm.view", "See VMs"
+    VM_OPERATE = "vm.operate", "Start, shut down, power off, reboot, suspend, resume VMs"
+    VM_CONSOLE = "vm.console", "Open VM consoles"
+    VM_SNAPSHOT = "vm.snapshot", "Create, revert, remove VM snapshots"
+    VM_CREATE = "vm.create", "Create VMs"
+    VM_EDIT = "vm.edit", "Edit VMs"
+    VM_REMOVE = "vm.remove", "Remove VMs"
+
+
+class SampleResolution(models.IntegerChoices):
+    """What one monitoring history row stands for: an agent's sample, or the average of
+    every sample of a 5-minute bucket (inventory.history)."""
+
+    RAW = 0, "Sample"
+    FIVE_MINUTES = 300, "5-minute average"

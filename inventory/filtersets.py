@@ -6,8 +6,8 @@ import django_filters as filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 
-from .choices import EventSeverity, HostStatus, JobStatus, ObjectType
-from .models import Cluster, DataCenter, Event, Host, Job
+from .choices import ActionGroup, EventSeverity, HostStatus, JobStatus, ObjectType, PermissionObjectType
+from .models import Cluster, DataCenter, Event, Host, Job, Permission, Quota, Role
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
@@ -88,3 +88,35 @@ class JobFilterSet(ObjectRefsFilterSet):
     class Meta:
         model = Job
         fields = ("status", "action_type", "object_type", "object_id", "correlation_id")
+
+
+class RoleFilterSet(NameFilterMixin):
+    action = filters.ChoiceFilter(
+        field_name="actions__action", choices=ActionGroup.choices, help_text="Roles allowing this action group."
+    )
+
+    class Meta:
+        model = Role
+        fields = ("name", "administrative", "action")
+
+
+class PermissionFilterSet(filters.FilterSet):
+    # Plain ids, not choices among the rows: a filter says nothing about what exists.
+    user = filters.NumberFilter(field_name="user_id")
+    group = filters.NumberFilter(field_name="group_id")
+    role = filters.UUIDFilter(field_name="role_id")
+    object_type = filters.MultipleChoiceFilter(distinct=False, choices=PermissionObjectType.choices)
+    object_id = filters.UUIDFilter()
+
+    class Meta:
+        model = Permission
+        fields = ("user", "group", "role", "object_type", "object_id")
+
+
+class QuotaFilterSet(filters.FilterSet):
+    user = filters.NumberFilter(field_name="user_id")
+    group = filters.NumberFilter(field_name="group_id")
+
+    class Meta:
+        model = Quota
+        fields = ("user", "group")

@@ -8,22 +8,29 @@ applies nothing; then each message is applied in order, each in its own short tr
 - heartbeat: `Host.last_heartbeat` (written at most every few seconds per host), and a
   non-responsive host that speaks again comes back up;
 - vm_report / vm_event: the reconciler (compute/reconcile.py);
-- stats: the hot cache (Redis) and the host's and VMs' Channels groups;
-- guest_info: the VM's guest facts.
+- stats: the hot cache (Redis) and one message to the host's Channels group `host.<id>`;
+- guest_info: the VM's guest facts (consecutive ones in one go).
 
 A restarted agent (a new boot_id) is noted in the audit log; its first report re-syncs
 every VM.
+
+What keeps a thousand hosts cheap (bench/ingest.py): nothing is written when nothing
+changed. The host row is kept for a few seconds (`HOST_CACHE_SECONDS`); an unchanged
+report costs one lean query; guest facts are compared in one query per run of messages;
+the stats of a host go to Redis in one round trip (a script setting every key) and to
+subscribers as one message per host, not one per VM.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 
+import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
@@ -31,6 +38,7 @@ from hostagent.ingest_server import IngestError, validate_batch
 
 from .audit import record_event
 from .choices import HostStatus
+from .history import record_samples
 from .models import Host
 from .publish import send_now
 from .services import set_host_status
@@ -38,11 +46,47 @@ from .services import set_host_status
 log = logging.getLogger(__name__)
 
 HEARTBEAT_WRITE_EVERY = 5.0  # seconds: liveness only needs the heartbeat to the nearest few seconds
+# How long a host row is reused. Its status is checked by every heartbeat write (a
+# non-responsive host recovers at once), so this bounds only how late a removed host is refused.
+HOST_CACHE_SECONDS = 60.0
+# A full report equal to the host's previous one is compared with the database at most this
+# often: what changes on the host changes the report and is settled at once; what the engine
+# changed meanwhile (a VM it believes down that the host still runs) within this time.
+REPORT_RECHECK_SECONDS = 5.0
+# The same for a run of guest_info messages equal to the host's previous one (they come
+# every 10 s and rarely change); a lifecycle event of the host's VMs makes the next compared.
+GUEST_RECHECK_SECONDS = 60.0
 STATS_TTL = 120  # seconds a stats sample stays in the hot cache
+STATS_KEY = "olvm:stats:{kind}:{id}"  # the hot cache's keys: JSON of the newest sample
+BOOT_KEY = "olvm:agent-boot:{id}"  # the boot_id a host's agent last pushed with
 
 _boot_ids: dict[str, str] = {}
 _heartbeat_written: dict[str, float] = {}
+_hosts: dict[str, tuple[float, Host]] = {}  # host id -> (when read, the row with its cluster)
+_reports: dict[str, tuple[float, int]] = {}  # host id -> (when compared, digest of the report)
+_guests: dict[str, tuple[float, int]] = {}  # host id -> (when compared, digest of the guest facts)
 _state_lock = threading.Lock()
+_redis_lock = threading.Lock()
+_redis: tuple[redis.Redis, object] | None = None  # (client, the script setting the samples)
+
+# SET every KEYS[i] to ARGV[i] with the TTL of the last ARGV: a host's samples in one round trip.
+_SET_ALL = """
+local ttl = ARGV[#ARGV]
+for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], ARGV[i], 'EX', ttl)
+end
+return #KEYS
+"""
+
+
+def forget_state() -> None:
+    """Drop what this process remembers of hosts (tests)."""
+    with _state_lock:
+        _boot_ids.clear()
+        _heartbeat_written.clear()
+        _hosts.clear()
+        _reports.clear()
+        _guests.clear()
 
 
 def intervals() -> dict:
@@ -62,46 +106,140 @@ def handle(host_cn: str, body) -> tuple[int, dict]:
         except IngestError as exc:
             return exc.status, {"error": exc.message, "field": exc.field}
         try:
-            host = Host.objects.select_related("cluster").get(pk=uuid.UUID(host_cn))
-        except (ValueError, Host.DoesNotExist):
-            return 403, {"error": f"The certificate names no host of this engine ({host_cn[:64]})."}
-        try:
+            host = _host(host_cn)
+            if host is None:
+                return 403, {"error": f"The certificate names no host of this engine ({host_cn[:64]})."}
             accepted = apply_batch(host, body)
         except DatabaseError as exc:
-            log.warning("ingest from %s: database unavailable: %s", host.name, exc)
+            log.warning("ingest from %s: database unavailable: %s", host_cn[:64], exc)
             return 503, {"error": "The engine cannot store reports right now; retry."}
         return 200, {"ok": True, "accepted": accepted, **intervals()}
     finally:
         close_old_connections()
 
 
+def _host(host_cn: str) -> Host | None:
+    """The host a certificate names, with its cluster; read again every few seconds."""
+    try:
+        key = str(uuid.UUID(host_cn))
+    except ValueError:
+        return None
+    now = time.monotonic()
+    with _state_lock:
+        cached = _hosts.get(key)
+    if cached is not None and now - cached[0] < HOST_CACHE_SECONDS:
+        return cached[1]
+    host = Host.objects.select_related("cluster").filter(pk=key).first()
+    with _state_lock:
+        if host is None:
+            _hosts.pop(key, None)
+        else:
+            _hosts[key] = (now, host)
+    return host
+
+
+def _forget_host(host: Host) -> None:
+    with _state_lock:
+        _hosts.pop(str(host.pk), None)
+
+
 def apply_batch(host: Host, body: dict) -> int:
-    from compute.reconcile import apply_guest_info, apply_vm_event, reconcile_host
+    from compute.reconcile import apply_vm_event, reconcile_host
 
     _note_boot(host, body["agent"])
     accepted = 0
+    guest: list[tuple[str, dict]] = []  # a run of guest_info messages, applied together
     for message in body["messages"]:
         kind = message["kind"]
+        if kind == "guest_info":
+            guest.append((message["vm_id"], message["info"]))
+            accepted += 1
+            continue
+        if guest:
+            _guest_infos(host, guest)
+            guest = []
         if kind == "heartbeat":
             _heartbeat(host)
         elif kind == "vm_report":
-            reconcile_host(host, message["vms"])
+            _report(host, message["vms"], reconcile_host)
         elif kind == "vm_event":
+            _forget_report(host)
             apply_vm_event(host, message)
         elif kind == "stats":
-            _stats(host, message)
-        elif kind == "guest_info":
-            apply_guest_info(host, message["vm_id"], message["info"])
+            _stats(host, message, body["sent_at"])
         accepted += 1
+    if guest:
+        _guest_infos(host, guest)
     return accepted
 
 
+def _report(host: Host, vms: list[dict], reconcile) -> None:
+    """Reconcile a full report, unless it is the host's previous one, compared moments ago."""
+    key = str(host.pk)
+    digest = hash(tuple(sorted((str(vm["id"]).lower(), vm["status"]) for vm in vms)))
+    now = time.monotonic()
+    with _state_lock:
+        last = _reports.get(key)
+    if last is not None and last[1] == digest and now - last[0] < REPORT_RECHECK_SECONDS:
+        return
+    changed = reconcile(host, vms)
+    with _state_lock:
+        if changed:
+            _reports.pop(key, None)  # compare the next one too: what was settled shows there
+            _guests.pop(key, None)  # a VM that went down lost its guest facts
+        else:
+            _reports[key] = (now, digest)
+
+
+def _guest_infos(host: Host, reports: list[tuple[str, dict]]) -> None:
+    """Apply a run of guest_info messages, unless it equals the host's previous one,
+    compared less than GUEST_RECHECK_SECONDS ago."""
+    from compute.reconcile import apply_guest_facts, guest_facts_of
+
+    facts = guest_facts_of(reports)
+    key = str(host.pk)
+    digest = hash(
+        tuple(
+            (vm_id, tuple((name, tuple(v) if isinstance(v, list) else v) for name, v in vm_facts.items()))
+            for vm_id, vm_facts in sorted(facts.items())
+        )
+    )
+    now = time.monotonic()
+    with _state_lock:
+        last = _guests.get(key)
+    if last is not None and last[1] == digest and now - last[0] < GUEST_RECHECK_SECONDS:
+        return
+    apply_guest_facts(host, facts)
+    with _state_lock:
+        _guests[key] = (now, digest)
+
+
+def _forget_report(host: Host) -> None:
+    with _state_lock:
+        _reports.pop(str(host.pk), None)
+        _guests.pop(str(host.pk), None)
+
+
 def _note_boot(host: Host, agent: dict) -> None:
+    """An agent that restarted (a new boot_id) is an audit event, once, whichever listener
+    process sees it first: the last boot_id of every host is kept in Redis too, so neither
+    several processes nor a restarted listener take a known agent for a new one."""
     key = str(host.pk)
     boot_id = str(agent.get("boot_id", ""))
     with _state_lock:
         previous = _boot_ids.get(key)
         _boot_ids[key] = boot_id
+        if previous != boot_id:
+            _reports.pop(key, None)  # a restarted agent's first report is always compared
+            _guests.pop(key, None)
+    if previous == boot_id:
+        return
+    try:
+        client, _ = _hot_cache()
+        shared = client.set(BOOT_KEY.format(id=key), boot_id, get=True)
+        previous = shared.decode() if shared is not None else None
+    except Exception as exc:  # Redis is down: this process's memory is all there is
+        log.warning("boot id of host %s not shared: %s", host.name, exc)
     if previous is not None and previous != boot_id:
         with transaction.atomic():
             record_event(
@@ -115,44 +253,71 @@ def _note_boot(host: Host, agent: dict) -> None:
 def _heartbeat(host: Host) -> None:
     key = str(host.pk)
     now = time.monotonic()
-    recovering = host.status == HostStatus.NON_RESPONSIVE
     with _state_lock:
-        due = recovering or now - _heartbeat_written.get(key, 0.0) >= HEARTBEAT_WRITE_EVERY
+        last = _heartbeat_written.get(key)
+        due = last is None or now - last >= HEARTBEAT_WRITE_EVERY
         if due:
             _heartbeat_written[key] = now
-    if not due:
-        return
+    if host.status != HostStatus.NON_RESPONSIVE:
+        if not due:
+            return
+        # The host row may be a few seconds old: a host the liveness sweep has just marked
+        # non-responsive is not updated here, and recovers below.
+        if (
+            Host.objects.filter(pk=host.pk)
+            .exclude(status=HostStatus.NON_RESPONSIVE)
+            .update(last_heartbeat=timezone.now())
+        ):
+            return
     with transaction.atomic():
-        if recovering:
-            locked = Host.objects.select_for_update().get(pk=host.pk)
-            locked.last_heartbeat = timezone.now()
-            locked.save(update_fields=["last_heartbeat", "updated_at"])
-            if locked.status == HostStatus.NON_RESPONSIVE:
-                set_host_status(locked, HostStatus.UP)
-                record_event("VDS_RECOVERED", f"Host {locked.name} is responding again; it is Up.", obj=locked)
-            host.status = locked.status
-        else:
-            Host.objects.filter(pk=host.pk).update(last_heartbeat=timezone.now())
+        locked = Host.objects.select_for_update().filter(pk=host.pk).first()
+        if locked is None:  # removed meanwhile: its next request is refused
+            _forget_host(host)
+            return
+        locked.last_heartbeat = timezone.now()
+        locked.save(update_fields=["last_heartbeat", "updated_at"])
+        if locked.status == HostStatus.NON_RESPONSIVE:
+            set_host_status(locked, HostStatus.UP)
+            record_event("VDS_RECOVERED", f"Host {locked.name} is responding again; it is Up.", obj=locked)
+    _forget_host(host)
 
 
-def _stats(host: Host, message: dict) -> None:
+def _stats(host: Host, message: dict, sent_at: float) -> None:
+    """The newest samples to the hot cache, and one message to the host's group."""
+    host_id = str(host.pk)
     at = message["at"]
-    host_sample = {"id": str(host.pk), "at": at, **(message.get("host") or {})}
-    samples = {f"olvm:stats:host:{host.pk}": host_sample}
-    vm_samples = []
-    for vm in message.get("vms") or []:
-        sample = {"id": vm["vm_id"], "host_id": str(host.pk), "at": at, **vm}
-        samples[f"olvm:stats:vm:{vm['vm_id']}"] = sample
-        vm_samples.append(sample)
+    host_sample = {"id": host_id, "at": at, **(message.get("host") or {})}
+    vm_samples = [{"id": vm["vm_id"], "host_id": host_id, "at": at, **vm} for vm in message.get("vms") or []]
+    # Rates and percentages onto the samples (so the cache and the pages get them), and a
+    # row per object buffered for the history tables (inventory/history.py, never raises).
+    record_samples(host_sample, vm_samples)
+    keys = [STATS_KEY.format(kind="host", id=host_id)] + [STATS_KEY.format(kind="vm", id=s["id"]) for s in vm_samples]
+    values = [json.dumps(host_sample, separators=(",", ":"))]
+    values += [json.dumps(sample, separators=(",", ":")) for sample in vm_samples]
     try:
-        cache.set_many(samples, timeout=STATS_TTL)
+        client, set_all = _hot_cache()
+        set_all(keys=keys, args=[*values, STATS_TTL], client=client)
     except Exception as exc:  # the hot cache is best effort, like the channel layer
         log.warning("stats of host %s not cached: %s", host.name, exc)
-    send_now(f"host.{host.pk}", "host.stats", host_sample)
-    for sample in vm_samples:
-        send_now(f"vm.{sample['id']}", "vm.stats", sample)
+    send_now(
+        f"host.{host_id}",
+        "host.stats",
+        {"id": host_id, "at": at, "sent_at": sent_at, "host": host_sample, "vms": vm_samples},
+    )
+
+
+def _hot_cache() -> tuple[redis.Redis, object]:
+    global _redis
+    with _redis_lock:
+        if _redis is None:
+            url = settings.CACHES["default"]["LOCATION"]  # the hot cache: Redis
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            _redis = (client, client.register_script(_SET_ALL))
+        return _redis
 
 
 def latest_stats(kind: str, object_id) -> dict | None:
     """The newest stats sample of a host or VM from the hot cache (None when none is fresh)."""
-    return cache.get(f"olvm:stats:{kind}:{object_id}")
+    client, _ = _hot_cache()
+    raw = client.get(STATS_KEY.format(kind=kind, id=object_id))
+    return json.loads(raw) if raw is not None else None

@@ -4,7 +4,8 @@ Always after commit: a subscriber never sees a change that was rolled back. A Re
 outage loses the live update (the page still shows the truth on reload), never the write.
 
 Sending is handed to one publisher thread per process, which keeps its own event loop
-(and so one pooled Redis connection) and sends in order. The caller only queues: a
+(and so its pooled Redis connections) and sends in order within each group, several groups
+at once. The caller only queues: a
 request, a task or the ingest listener never waits for Redis round trips, and no call
 builds a fresh event loop and Redis connection as `async_to_sync(group_send)` would from
 plain sync code (that cost ~10 ms per message). `flush()` waits until everything queued
@@ -26,6 +27,7 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+CONCURRENT_GROUPS = 32  # groups sent to at once (each may take a Redis connection of the pool)
 
 
 class _Publisher:
@@ -65,12 +67,23 @@ class _Publisher:
 
     @staticmethod
     async def _send(batch: list[tuple[str, dict]]) -> None:
+        """In order within each group; groups side by side (a group_send is several Redis
+        round trips: one after the other, a thousand hosts' stats would queue for seconds)."""
         layer = get_channel_layer()
+        by_group: dict[str, list[dict]] = {}
         for group, message in batch:
-            try:
-                await layer.group_send(group, message)
-            except Exception as exc:  # the channel layer is best effort; the database holds the truth
-                logger.warning("could not publish %s to %s: %s", message.get("type"), group, exc)
+            by_group.setdefault(group, []).append(message)
+        slots = asyncio.Semaphore(CONCURRENT_GROUPS)
+
+        async def send(group: str, messages: list[dict]) -> None:
+            async with slots:
+                for message in messages:
+                    try:
+                        await layer.group_send(group, message)
+                    except Exception as exc:  # the channel layer is best effort; the database holds the truth
+                        logger.warning("could not publish %s to %s: %s", message.get("type"), group, exc)
+
+        await asyncio.gather(*(send(group, messages) for group, messages in by_group.items()))
 
 
 _publisher: _Publisher | None = None
@@ -86,16 +99,17 @@ def _get() -> _Publisher:
         return _publisher
 
 
-def send_now(group: str, message_type: str, payload: dict) -> None:
-    """Queue `payload` for `group` at once (no transaction involved)."""
+def send_now(group: str, message_type: str, payload: dict, **extra) -> None:
+    """Queue `payload` for `group` at once (no transaction involved); `extra` keys travel
+    beside the payload (e.g. a status change's `previous` status)."""
     if get_channel_layer() is None:
         return
-    _get().put(group, {"type": message_type, "payload": payload})
+    _get().put(group, {"type": message_type, "payload": payload, **extra})
 
 
-def publish(group: str, message_type: str, payload: dict) -> None:
+def publish(group: str, message_type: str, payload: dict, **extra) -> None:
     """Send `payload` to `group` once the current transaction commits."""
-    transaction.on_commit(lambda: send_now(group, message_type, payload))
+    transaction.on_commit(lambda: send_now(group, message_type, payload, **extra))
 
 
 def flush(timeout: float = 5.0) -> bool:

@@ -50,12 +50,17 @@ def locked(obj: models.Model) -> models.Model:
 
 
 def agent_for(host: Host) -> AgentClient:
-    """The client for the host's agent: in-process for a simulated host, else mutual TLS
-    with the engine's client certificate (issued from the engine CA on first use)."""
+    """The client for the host's agent: mutual TLS with the engine's client certificate
+    (issued from the engine CA on first use), or in-process for a simulated host that has
+    no certificate (seed_demo's: `SimulatedAgentClient`, no agent anywhere).
+
+    A simulated host *with* a certificate is served by a simulator process
+    (`manage.py simulate`, `python -m hostagent simulate`): a real agent with the sim
+    driver, reached over the network like any host."""
     address = HostAddress(
         id=str(host.pk), name=host.name, address=host.address, port=host.agent_port, simulated=host.simulated
     )
-    if host.simulated:
+    if host.simulated and not host.cert_fingerprint:
         return client_for(address)
     from .certs import engine_client_cert
 

@@ -8,11 +8,13 @@ import logging
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from .audit import create_job, record_event
+from .audit import create_job, plain_payload, record_event
 from .choices import HostStatus
 from .exceptions import ConflictError
-from .models import Cluster, DataCenter, Host, Job
+from .models import Cluster, DataCenter, Host, Job, Permission, Quota
+from .publish import publish
 from .servicekit import apply_changes, check_fields, locked, save_validated
 from .statemachine import HOST_STATE_MACHINE
 
@@ -38,6 +40,8 @@ CLUSTER_FIELDS = {
     "max_vm_vcpus",
     "max_vm_memory_mib",
 }
+# What a host's agent reports about its hardware (the deploy task copies these too).
+CAPABILITY_FIELDS = ("cpu_model", "cpu_sockets", "cpu_cores", "cpu_threads", "memory_mib")
 HOST_FIELDS = {
     "name",
     "description",
@@ -91,6 +95,7 @@ def remove_data_center(dc: DataCenter, *, user) -> None:
     VnicProfile.objects.filter(network__data_center=dc).delete()
     LogicalNetwork.objects.filter(data_center=dc).delete()
     record_event("USER_REMOVE_STORAGE_POOL", f"Data Center {dc.name} was removed by {who(user)}.", user=user, obj=dc)
+    remove_permissions_on(dc)
     dc.delete()
 
 
@@ -148,20 +153,38 @@ def remove_cluster(cluster: Cluster, *, user) -> None:
     if cluster.templates.exists():
         raise ConflictError(f"Cluster {cluster.name} still has templates; remove them first.")
     record_event("USER_REMOVE_CLUSTER", f"Cluster {cluster.name} was removed by {who(user)}.", user=user, obj=cluster)
+    remove_permissions_on(cluster)
     cluster.delete()
 
 
 # Hosts ------------------------------------------------------------------------------------
 
 
+# What a host's status message carries (`host.<id>` and `cluster.<id>` groups), as
+# HostSerializer renders those fields (inventory/tests/test_payloads.py).
+HOST_LIVE_FIELDS = (
+    "id", "name", "cluster", "status", "status_detail", "cpu_threads", "memory_mib", "is_spm", "updated_at",
+)  # fmt: skip
+
+
+def host_payload(host: Host) -> dict:
+    return plain_payload(host, HOST_LIVE_FIELDS)
+
+
 def set_host_status(host: Host, status: str, *, detail: str = "") -> bool:
-    """Move a (locked) host to `status` through the state machine. False if already there."""
+    """Move a (locked) host to `status` through the state machine. False if already there.
+    Subscribers of the host and of its cluster get its new state after commit, with the
+    status it had before (`previous`)."""
     if host.status == status:
         return False
     HOST_STATE_MACHINE.check(host.status, status)
+    previous = {"status": host.status}
     host.status = status
     host.status_detail = detail
     host.save(update_fields=["status", "status_detail", "updated_at"])
+    payload = host_payload(host)
+    publish(f"host.{host.pk}", "host.status", payload, previous=previous)
+    publish(f"cluster.{host.cluster_id}", "host.status", payload, previous=previous)
     return True
 
 
@@ -192,6 +215,68 @@ def add_host(*, user, cluster: Cluster, simulated: bool = False, **fields) -> tu
     )
     _enqueue("inventory.tasks.deploy_host_task", job, host)
     return host, job
+
+
+@transaction.atomic(durable=True)
+def add_simulated_hosts(
+    *, user, cluster: Cluster, hosts: list[tuple[str, int]], address: str = "127.0.0.1"
+) -> tuple[list[Host], int]:
+    """Hosts served by a simulator process (`python -m hostagent simulate`), in bulk and
+    idempotently: each (name, agent port) that is missing is created simulated and Up at
+    `address`, with the hardware its simulated driver reports; each host without a valid
+    certificate gets one from the engine CA (common name its id: it pushes to the ingest
+    listener and serves the engine's calls with it, over mutual TLS like any host). Hosts
+    that exist keep their cluster, address and port. One audit Event for the whole set.
+    Returns the hosts in the order asked and how many were created."""
+    from hostagent.agent.drivers.sim_driver import simulated_hardware
+
+    from .certs import host_certificate_valid, issue_host_certificates
+
+    names = [name for name, _ in hosts]
+    if len(set(names)) != len(names):
+        raise ValidationError({"name": "Each simulated host needs a name of its own."})
+    existing = {h.name: h for h in Host.objects.select_for_update().filter(name__in=names).order_by("pk")}
+    real = sorted(name for name, host in existing.items() if not host.simulated)
+    if real:
+        raise ConflictError(f"Host(s) {', '.join(real[:5])} exist and are not simulated; choose other names.")
+    wanted_ports = {port: name for name, port in hosts if name not in existing}
+    taken = Host.objects.filter(address=address, agent_port__in=list(wanted_ports)).exclude(name__in=names)
+    clash = taken.order_by("agent_port").first()
+    if clash is not None:
+        raise ValidationError(
+            {"agent_port": f"Port {clash.agent_port} of {address} is host {clash.name}'s; choose another port base."}
+        )
+    now = timezone.now()
+    created = []
+    for name, port in hosts:
+        if name in existing:
+            continue
+        host = Host(
+            cluster=cluster,
+            name=name,
+            address=address,
+            agent_port=port,
+            simulated=True,
+            status=HostStatus.UP,
+            description="Simulated host served by `python -m hostagent simulate` (no hypervisor)",
+            last_heartbeat=now,
+            **{k: v for k, v in simulated_hardware(name).items() if k in CAPABILITY_FIELDS},
+        )
+        host.full_clean(exclude=["cluster"], validate_unique=False, validate_constraints=False)
+        created.append(host)
+    Host.objects.bulk_create(created, batch_size=500)
+    by_name = {**existing, **{h.name: h for h in created}}
+    ordered = [by_name[name] for name in names]
+    issue_host_certificates([h for h in ordered if not host_certificate_valid(h)])
+    if created:
+        record_event(
+            "USER_ADD_VDS",
+            f"{len(created)} simulated host(s) ({created[0].name} ... {created[-1].name}) were added to cluster "
+            f"{cluster.name} by {who(user)}, to be served by a simulator process.",
+            user=user,
+            obj=cluster,
+        )
+    return ordered, len(created)
 
 
 @transaction.atomic(durable=True)
@@ -334,3 +419,119 @@ def _send(task_name: str, args: list, queue: str) -> None:
     except Exception as exc:  # broker down: report it on the Job instead of failing the request
         logger.error("could not queue %s: %s", task_name, exc)
         JobProgress(args[0]).fail(f"The task could not be queued (message broker unavailable: {exc}).")
+
+
+# Permissions and quotas -------------------------------------------------------------------
+
+QUOTA_FIELDS = {"max_vcpus", "max_memory_mib", "max_disk_gib"}
+
+
+def _principal_fields(principal) -> dict:
+    """{"user": u} or {"group": g} for a User or a Group."""
+    from django.contrib.auth.models import Group
+
+    if isinstance(principal, Group):
+        return {"group": principal}
+    if principal is None or not hasattr(principal, "get_username"):
+        raise ValidationError({"principal": "Give a user or a group."})
+    return {"user": principal}
+
+
+def _principal_label(principal) -> str:
+    from django.contrib.auth.models import Group
+
+    return f"Group {principal.name}" if isinstance(principal, Group) else f"User {principal.get_username()}"
+
+
+@transaction.atomic(durable=True)
+def grant_permission(*, user, principal, role, obj=None) -> Permission:
+    """Give `principal` (a User or a Group) `role` on `obj`: None (the system), a data
+    center, a cluster, a VM or a template; it holds on everything below obj."""
+    from .permissions import object_label, object_type_of
+
+    permission = Permission(
+        role=role,
+        object_type=object_type_of(obj),
+        object_id=obj.pk if obj is not None else None,
+        **_principal_fields(principal),
+    )
+    save_validated(permission)
+    record_event(
+        "USER_ADD_PERMISSION",
+        f"{_principal_label(principal)} was granted role {role.name} on {object_label(obj)} by {who(user)}.",
+        user=user,
+        obj=obj,
+    )
+    return permission
+
+
+@transaction.atomic(durable=True)
+def revoke_permission(permission: Permission, *, user) -> None:
+    from .permissions import object_label, object_of
+
+    permission = (
+        Permission.objects.select_for_update(of=("self",)).select_related("user", "group", "role").get(pk=permission.pk)
+    )
+    obj = object_of(permission.object_type, permission.object_id)
+    record_event(
+        "USER_REMOVE_PERMISSION",
+        f"Role {permission.role.name} on {object_label(obj)} was taken from "
+        f"{_principal_label(permission.principal)} by {who(user)}.",
+        user=user,
+        obj=obj,
+    )
+    permission.delete()
+
+
+def remove_permissions_on(obj) -> int:
+    """Delete the grants made on `obj`, which is being removed (inside the remove service's
+    transaction); returns how many."""
+    from .permissions import object_type_of
+
+    deleted, _ = Permission.objects.filter(object_type=object_type_of(obj), object_id=obj.pk).delete()
+    return deleted
+
+
+@transaction.atomic(durable=True)
+def set_quota(*, user, principal, **limits) -> Quota:
+    """Set the quota of a user or a group (max_vcpus, max_memory_mib, max_disk_gib; None:
+    unlimited): creates it, or changes the one it has."""
+    check_fields(Quota, limits, QUOTA_FIELDS)
+    fields = _principal_fields(principal)
+    quota = Quota.objects.select_for_update().filter(**fields).first()
+    created = quota is None
+    quota = quota or Quota(**fields)
+    changed = apply_changes(quota, limits, QUOTA_FIELDS)
+    save_validated(quota)
+    if created or changed:
+        record_event("USER_SET_QUOTA", f"Quota of {_quota_text(quota)} was set by {who(user)}.", user=user)
+    return quota
+
+
+@transaction.atomic(durable=True)
+def update_quota(quota: Quota, *, user, **changes) -> Quota:
+    quota = locked(quota)
+    changed = apply_changes(quota, changes, QUOTA_FIELDS)
+    save_validated(quota)
+    if changed:
+        record_event("USER_SET_QUOTA", f"Quota of {_quota_text(quota)} was set by {who(user)}.", user=user)
+    return quota
+
+
+@transaction.atomic(durable=True)
+def remove_quota(quota: Quota, *, user) -> None:
+    quota = locked(quota)
+    principal = _principal_label(quota.user or quota.group).lower()
+    record_event("USER_REMOVE_QUOTA", f"Quota of {principal} was removed by {who(user)}.", user=user)
+    quota.delete()
+
+
+def _quota_text(quota: Quota) -> str:
+    def limit(value, unit: str = "") -> str:
+        return "unlimited" if value is None else f"{value}{unit}"
+
+    principal = _principal_label(quota.user or quota.group).lower()
+    return (
+        f"{principal}: {limit(quota.max_vcpus)} vCPUs, {limit(quota.max_memory_mib, ' MiB')} memory, "
+        f"{limit(quota.max_disk_gib, ' GiB')} disk"
+    )

@@ -258,3 +258,12 @@ def reap_stale_jobs_task() -> int:
     for job_id in stale:
         JobProgress(job_id).fail("The job made no progress for too long (its worker stopped); it was ended.")
     return len(stale)
+
+
+@shared_task(name="inventory.tasks.history_retention_task")
+def history_retention_task() -> dict[str, int]:
+    """Monitoring history: samples older than an hour become 5-minute averages, averages older
+    than 30 days go (inventory.history.compact)."""
+    from .history import compact
+
+    return compact()

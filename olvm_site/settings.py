@@ -124,6 +124,13 @@ STATICFILES_DIRS = [
     ("vendor/bootstrap", NODE_MODULES / "bootstrap" / "dist"),
     ("vendor/bootstrap-icons", NODE_MODULES / "bootstrap-icons" / "font"),
     ("vendor/htmx", NODE_MODULES / "htmx.org" / "dist"),
+    ("vendor/chart.js", NODE_MODULES / "chart.js" / "dist"),
+    ("vendor/xterm/lib", NODE_MODULES / "@xterm" / "xterm" / "lib"),
+    ("vendor/xterm/css", NODE_MODULES / "@xterm" / "xterm" / "css"),
+    ("vendor/xterm-addon-fit", NODE_MODULES / "@xterm" / "addon-fit" / "lib"),
+    # noVNC is ES modules: core/ imports ../vendor/pako/, so both keep their places.
+    ("vendor/novnc/core", NODE_MODULES / "@novnc" / "novnc" / "core"),
+    ("vendor/novnc/vendor", NODE_MODULES / "@novnc" / "novnc" / "vendor"),
 ]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -158,7 +165,11 @@ CELERY_BEAT_SCHEDULE = {
     "host-liveness": {"task": "inventory.tasks.host_liveness_task", "schedule": 10.0},
     "job-reaper": {"task": "inventory.tasks.reap_stale_jobs_task", "schedule": 60.0},
     "certificate-renewal": {"task": "inventory.tasks.renew_certificates_task", "schedule": 6 * 3600.0},
+    "history-retention": {"task": "inventory.tasks.history_retention_task", "schedule": 300.0},
+    "storage-domain-monitor": {"task": "storage.tasks.monitor_storage_domains_task", "schedule": 60.0},
 }
+# Monitoring history (inventory/history.py): buffered samples are written at most this often per process.
+OLVM_HISTORY_FLUSH_SECONDS = float(os.environ.get("OLVM_HISTORY_FLUSH_SECONDS", "10"))
 # Seconds without progress after which a started Job whose worker died is ended failed.
 OLVM_JOB_STALE_SECONDS = int(os.environ.get("OLVM_JOB_STALE_SECONDS", "600"))
 OLVM_HOST_HEARTBEAT_TIMEOUT = int(os.environ.get("OLVM_HOST_HEARTBEAT_TIMEOUT", "60"))
@@ -181,7 +192,8 @@ OLVM_DEPLOY_SSH_USER = os.environ.get("OLVM_DEPLOY_SSH_USER", "root")
 # The address hosts reach the engine's ingest listener on (remote hosts; lab hosts use the bridge).
 OLVM_ENGINE_ADDRESS = os.environ.get("OLVM_ENGINE_ADDRESS", "")
 
-# The hot cache: the newest stats sample of every host and VM (inventory/ingest.py).
+# The hot cache: the newest stats sample of every host and VM, JSON under olvm:stats:* (written
+# by inventory/ingest.py with its own client, one round trip per host report).
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -236,6 +248,8 @@ SPECTACULAR_SETTINGS = {
         "DiskStatusEnum": "storage.choices.DiskStatus",
         "DiskInterfaceEnum": "storage.choices.DiskInterface",
         "NicInterfaceEnum": "networking.choices.NicInterface",
+        "ObjectTypeEnum": "inventory.choices.ObjectType",
+        "PermissionObjectTypeEnum": "inventory.choices.PermissionObjectType",
     },
 }
 

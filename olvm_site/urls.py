@@ -7,5 +7,8 @@ urlpatterns = [
     path("api/v1/", include("olvm_site.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("vm-portal/", include("portals.vm_portal.urls")),
     path("", include("portals.urls")),
 ]
+# Both portals answer a refusal with templates/403.html, in the VM portal's colours there.
+handler403 = "portals.views.permission_denied"

@@ -6,18 +6,24 @@ their clusters only (two queries); the hosts of a cluster and the VMs of a host 
 fetched by htmx when the node is expanded (`cluster_hosts` and `host_vms`, one query
 each, a bounded page of rows), except along the branch of the object a detail page shows
 (`focus_tree_on`): that cluster's first hosts and that host's first VMs, one query each.
-The panes take two queries.
+The panes take two queries (the events pane shows what its filter, kept in a cookie, lets
+through: a minimum severity and the object of the page or a kind of object).
 """
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
+from urllib.parse import unquote
 
 from django.db.models import Case, Count, IntegerField, Value, When, Window
 from django.urls import reverse
+from django.utils import timezone
 
+from compute.choices import VmStatus
 from compute.models import VirtualMachine
-from inventory.choices import JobStatus
+from compute.statemachine import RUNNING
+from inventory.choices import EventSeverity, HostStatus, JobStatus, ObjectType
 from inventory.models import Cluster, DataCenter, Event, Host, Job
 
 from .queries import count_of
@@ -63,6 +69,7 @@ NAVIGATION = [
         "gear",
         [
             ("Users", "portals:user-list", "people"),
+            ("System Permissions", "portals:permission-list", "shield-lock"),
             ("Events", "portals:event-list", "journal-text"),
             ("Tasks", "portals:job-list", "list-task"),
         ],
@@ -188,8 +195,75 @@ def system_tree(focus: TreeFocus | None = None) -> list[DataCenterNode]:
     return list(dcs.values())
 
 
-def pane_events(limit: int = PANE_EVENTS) -> list[Event]:
-    return list(Event.objects.order_by("-time", "-id")[:limit])
+# The events pane's filter -------------------------------------------------------------------
+
+PANE_FILTER_COOKIE = "olvm_pane_events"
+SEVERITY_ORDER = [EventSeverity.NORMAL, EventSeverity.WARNING, EventSeverity.ERROR, EventSeverity.ALERT]
+# The Event field naming the object of a page of each kind (live.js filters new events the same way).
+PAGE_OBJECT_FIELDS = {
+    "vm": "vm_id",
+    "host": "host_id",
+    "cluster": "cluster_id",
+    "storage": "storage_domain_id",
+    "data_center": "data_center_id",
+    "object": "object_id",
+}
+
+
+@dataclass(frozen=True)
+class PaneFilter:
+    """What the events pane shows: `severity` = the lowest shown ("" all); `scope` = "" (every
+    object), "page" (the object of the page, on a detail page) or an ObjectType code."""
+
+    severity: str = ""
+    scope: str = ""
+
+    @classmethod
+    def of(cls, severity: str = "", scope: str = "") -> "PaneFilter":
+        """Unknown values count as "no filter"."""
+        severity = severity if severity in SEVERITY_ORDER[1:] else ""
+        scope = scope if scope == "page" or scope in ObjectType.values else ""
+        return cls(severity, scope)
+
+    @classmethod
+    def from_request(cls, request) -> "PaneFilter":
+        severity, _, scope = unquote(request.COOKIES.get(PANE_FILTER_COOKIE, "")).partition("|")
+        return cls.of(severity, scope)
+
+    def apply(self, events, page_object: tuple[str, uuid.UUID] | None):
+        if self.severity:
+            events = events.filter(severity__in=SEVERITY_ORDER[SEVERITY_ORDER.index(self.severity) :])
+        if self.scope == "page" and page_object is not None:
+            events = events.filter(**{PAGE_OBJECT_FIELDS[page_object[0]]: page_object[1]})
+        elif self.scope and self.scope != "page":
+            events = events.filter(object_type=self.scope)
+        return events
+
+
+def page_object(obj) -> tuple[str, uuid.UUID]:
+    """(kind, id) of the object a detail page shows: how its events and live updates are found."""
+    from storage.models import StorageDomain
+
+    kinds = {
+        VirtualMachine: "vm",
+        Host: "host",
+        Cluster: "cluster",
+        StorageDomain: "storage",
+        DataCenter: "data_center",
+    }
+    return kinds.get(type(obj), "object"), obj.pk
+
+
+def show_page_object(request, obj) -> None:
+    """Note the object of this request's detail page (the events pane's "this object" filter)."""
+    request.olvm_page_object = page_object(obj)
+
+
+def pane_events(limit: int = PANE_EVENTS, pane_filter: PaneFilter | None = None, page_obj=None) -> list[Event]:
+    events = Event.objects.order_by("-time", "-id")
+    if pane_filter is not None:
+        events = pane_filter.apply(events, page_obj)
+    return list(events[:limit])
 
 
 def pane_jobs(limit: int = PANE_JOBS) -> list[Job]:
@@ -213,8 +287,32 @@ class PortalChrome:
         return system_tree(self.tree_focus)
 
     @cached_property
+    def page_object(self) -> tuple[str, uuid.UUID] | None:
+        return getattr(self.request, "olvm_page_object", None)
+
+    @cached_property
+    def pane_filter(self) -> PaneFilter:
+        return PaneFilter.from_request(self.request)
+
+    @cached_property
     def events(self) -> list[Event]:
-        return pane_events()
+        return pane_events(pane_filter=self.pane_filter, page_obj=self.page_object)
+
+    @cached_property
+    def pane_severities(self) -> list[tuple[str, str]]:
+        return [
+            ("", "All severities"),
+            ("warning", "Warnings and worse"),
+            ("error", "Errors and alerts"),
+            ("alert", "Alerts"),
+        ]
+
+    @cached_property
+    def pane_scopes(self) -> list[tuple[str, str]]:
+        """The object filters of the events pane: every object, this page's object, a kind."""
+        this = [("page", "This object")] if self.page_object else []
+        kinds = [(code, f"{label}s") for code, label in ObjectType.choices if code not in ("system", "user")]
+        return [("", "All objects"), *this, *kinds]
 
     @cached_property
     def jobs(self) -> list[Job]:
@@ -226,14 +324,32 @@ class PortalChrome:
 
     @cached_property
     def live_config(self) -> dict:
-        """What static/olvm/live.js needs: the websocket path, styles and URL patterns."""
+        """What static/olvm/live.js needs: the websocket path, the time the page was drawn (its
+        first catch-up starts there), styles, labels and URL patterns, the events pane's filter."""
+        from storage.choices import StorageDomainStatus
+
         zero = uuid.UUID(int=0)
+        page_obj = self.page_object
         return {
-            "path": "/ws/events/",
+            "path": "/ws/live/",
+            "renderedAt": timezone.now().astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
             "maxEvents": PANE_EVENTS,
             "maxJobs": PANE_JOBS,
             "statusStyles": STATUS_STYLES,
             "severityStyles": SEVERITY_STYLES,
+            "severityOrder": list(SEVERITY_ORDER),
+            "statusLabels": {
+                **dict(StorageDomainStatus.choices),
+                **dict(HostStatus.choices),
+                **dict(VmStatus.choices),
+                **dict(JobStatus.choices),
+            },
+            "runningStatuses": sorted(RUNNING),
+            "pageObject": {"kind": page_obj[0], "id": str(page_obj[1])} if page_obj else None,
+            "pageObjectFields": PAGE_OBJECT_FIELDS,
+            "paneFilter": {"severity": self.pane_filter.severity, "scope": self.pane_filter.scope},
+            "paneFilterCookie": PANE_FILTER_COOKIE,
+            "paneEventsUrl": reverse("portals:pane-events"),
             "urls": {
                 kind: reverse(name, args=[zero]).replace(str(zero), "{id}")
                 for kind, name in {**OBJECT_URLS, "job": "portals:job-detail"}.items()

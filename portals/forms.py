@@ -19,7 +19,8 @@ from django.db.models import Q
 from compute.models import BLANK_TEMPLATE_ID, Template, VirtualMachine
 from compute.services import LIVE_FIELDS, SHAPE_FIELDS
 from compute.statemachine import RUNNING
-from inventory.models import Cluster, DataCenter, Host
+from inventory.choices import PermissionObjectType
+from inventory.models import Cluster, DataCenter, Host, Role
 from networking.models import ClusterNetwork, LogicalNetwork, MacPool, VmNic, VnicProfile
 from storage.choices import DiskInterface, StorageDomainRole
 from storage.models import GIB, Disk, StorageDomain
@@ -237,11 +238,13 @@ class VmForm(ServiceForm):
             "placement_policy",
             "console_type",
             *BOOT_OPTION_FIELDS,
+            "owner",
         )
         labels = {
             "vcpus": "Virtual CPUs",
             "memory_mib": "Memory size (MiB)",
             "guaranteed_memory_mib": "Physical memory guaranteed (MiB)",
+            "owner": "Owner (uses it in the VM portal)",
             "os_type": "Operating system",
             "ha_enabled": "Highly available",
             "ha_priority": "Priority (HA restart order)",
@@ -254,6 +257,8 @@ class VmForm(ServiceForm):
         given = dict(kwargs.get("initial") or {})
         super().__init__(*args, **kwargs)
         self.next_run_fields: set[str] = set()
+        self.fields["owner"].empty_label = "Nobody"
+        self.fields["owner"].queryset = self.fields["owner"].queryset.order_by("username")
         if self.editing:
             self.fields["instance_type"].empty_label = "Custom"
             if self.instance.status in RUNNING:
@@ -551,3 +556,34 @@ class SnapshotForm(forms.Form):
         super().__init__(*args, **kwargs)
         for field in self.fields.values():
             bootstrap_widget(field.widget)
+
+
+# Permissions -----------------------------------------------------------------------------
+
+
+class PermissionForm(forms.Form):
+    """Grant a role to a user or a group on the object named by the hidden fields."""
+
+    user = forms.ModelChoiceField(queryset=None, required=False, empty_label="User…")
+    group = forms.ModelChoiceField(queryset=None, required=False, empty_label="or group…")
+    role = forms.ModelChoiceField(queryset=None, empty_label="Role…")
+    object_type = forms.ChoiceField(choices=PermissionObjectType.choices, widget=forms.HiddenInput)
+    object_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+
+        super().__init__(*args, **kwargs)
+        self.fields["user"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
+        self.fields["group"].queryset = Group.objects.order_by("name")
+        self.fields["role"].queryset = Role.objects.order_by("-administrative", "name")
+        self.fields["role"].label_from_instance = lambda r: f"{r.name}{' (admin)' if r.administrative else ''}"
+        for field in self.fields.values():
+            bootstrap_widget(field.widget, small=True)
+
+    def clean(self):
+        data = super().clean()
+        if bool(data.get("user")) == bool(data.get("group")):
+            raise ValidationError("Choose a user or a group (one of the two).")
+        return data

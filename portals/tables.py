@@ -15,11 +15,11 @@ from django.urls import NoReverseMatch, get_script_prefix, reverse
 from django.utils.html import format_html, format_html_join
 
 from compute.models import Snapshot, Template, VirtualMachine
-from inventory.models import Cluster, DataCenter, Event, Host, Job, Step
+from inventory.models import Cluster, DataCenter, Event, Host, Job, Permission, Step
 from networking.models import ClusterNetwork, LogicalNetwork, VmNic, VnicProfile
 from storage.models import Disk, DiskAttachment, StorageDomain
 
-from .templatetags.olvm import gib, mib, progress_html, severity_icon_html, status_badge_html
+from .templatetags.olvm import gib, mib, progress_html, severity_icon_html, stat_html, status_badge_html
 
 ATTRS = {"class": "table table-sm table-hover align-middle olvm-table"}
 
@@ -58,12 +58,17 @@ def detail_url(obj) -> str:
     url_name = MODEL_URLS.get(type(obj))
     if url_name is None:
         return obj.get_absolute_url()
+    return pk_url(url_name, obj.pk)
+
+
+def pk_url(url_name: str, pk) -> str:
+    """`reverse(url_name, args=[pk])` from a pattern reversed once per URL name."""
     key = (get_script_prefix(), url_name)
     pattern = _URL_PATTERNS.get(key)
     if pattern is None:
         head, _, tail = reverse(url_name, args=[_ZERO]).partition(_ZERO)
         pattern = _URL_PATTERNS[key] = (head, tail)
-    return f"{pattern[0]}{obj.pk}{pattern[1]}"
+    return f"{pattern[0]}{pk}{pattern[1]}"
 
 
 _ONE = str(uuid.UUID(int=1))
@@ -122,6 +127,17 @@ class PortalTable(tables.Table):
         for bound_column in self.columns.iterall():
             bound_column.render = _Render(bound_column.render)
 
+    def usage_of(self, kind: str, pk) -> dict:
+        """The monitoring figures of a row's object (LiveStatColumn), read once for the page."""
+        from inventory.history import latest_samples, usage
+
+        samples = self.__dict__.get("_olvm_samples")
+        if samples is None:
+            rows = self.page.object_list if getattr(self, "page", None) is not None else self.rows
+            ids = [getattr(getattr(row, "record", row), "pk", None) for row in rows]
+            samples = self.__dict__["_olvm_samples"] = latest_samples(kind, [i for i in ids if i is not None])
+        return usage(kind, samples.get(str(pk)))
+
 
 class StatusColumn(tables.Column):
     def __init__(self, **kwargs):
@@ -131,6 +147,32 @@ class StatusColumn(tables.Column):
     def render(self, value, record, bound_column):
         code = bound_column.accessor.resolve(record)
         return status_badge_html(code, value)
+
+
+def live_field(name: str, css: str = "", th_css: str = "") -> dict:
+    """Attributes of a column whose cells static/olvm/live.js keeps current (the row carries `data-live`)."""
+    attrs = {"td": {"class": css, "data-field": name} if css else {"data-field": name}}
+    if th_css:
+        attrs["th"] = {"class": th_css}
+    return attrs
+
+
+class LiveStatColumn(tables.Column):
+    """A monitoring figure of the row's host or VM (`cpu`, `memory` or `net`): from the hot
+    cache when the page is drawn (one read for the whole page, no query), then kept current
+    by static/olvm/live.js from the stats stream."""
+
+    def __init__(self, kind: str, stat: str, **kwargs):
+        kwargs.setdefault("empty_values", ())
+        kwargs.setdefault("orderable", False)
+        kwargs.setdefault(
+            "attrs", {"td": {"class": "text-end text-nowrap", "data-stat": stat}, "th": {"class": "text-end"}}
+        )
+        super().__init__(**kwargs)
+        self.kind, self.stat = kind, stat
+
+    def render(self, record, table):
+        return stat_html(self.stat, table.usage_of(self.kind, record.pk))
 
 
 class MibColumn(tables.Column):
@@ -227,7 +269,7 @@ class ClusterTable(PortalTable):
 
 
 class HostTable(PortalTable):
-    status = StatusColumn()
+    status = StatusColumn(attrs=live_field("status", "text-nowrap"))
     name = link_column()
     cluster = link_column(order_by=("cluster__name",))
     data_center = link_column(
@@ -236,12 +278,17 @@ class HostTable(PortalTable):
     vm_count = NumberColumn(verbose_name="VMs")
     memory_mib = MibColumn(verbose_name="Memory")
     cpu_threads = NumberColumn(verbose_name="CPUs")
+    cpu_usage = LiveStatColumn("host", "cpu", verbose_name="CPU use")
+    memory_usage = LiveStatColumn("host", "memory", verbose_name="Memory use")
+    network = LiveStatColumn("host", "net", verbose_name="Network")
 
     class Meta:
         model = Host
         attrs = ATTRS
         fields = ("status", "name", "address", "cluster", "data_center", "vm_count", "cpu_threads", "memory_mib")
+        sequence = ("...", "cpu_usage", "memory_usage", "network")
         empty_text = "No hosts."
+        row_attrs = {"data-live": lambda record: f"host.{record.pk}"}
 
     def render_name(self, value, record):
         badge = ' <span class="badge text-bg-light border">sim</span>' if record.simulated else ""
@@ -250,15 +297,20 @@ class HostTable(PortalTable):
 
 
 class VmTable(PortalTable):
-    status = StatusColumn()
+    status = StatusColumn(attrs=live_field("status", "text-nowrap"))
     name = link_column()
     cluster = link_column(order_by=("cluster__name",))
     data_center = link_column(verbose_name="Data center", order_by=("data_center__name",))
-    run_on_host = link_column(verbose_name="Host", order_by=("run_on_host__name",))
-    guest_ips = tables.Column(verbose_name="IP addresses", orderable=False)
+    run_on_host = link_column(
+        verbose_name="Host", order_by=("run_on_host__name",), attrs=live_field("run_on_host_name")
+    )
+    guest_ips = tables.Column(verbose_name="IP addresses", orderable=False, attrs=live_field("guest_ips"))
     vcpus = NumberColumn(verbose_name="vCPUs")
     memory_mib = MibColumn(verbose_name="Memory")
     os_type = tables.Column(verbose_name="OS")
+    cpu_usage = LiveStatColumn("vm", "cpu", verbose_name="CPU use")
+    memory_usage = LiveStatColumn("vm", "memory", verbose_name="Memory use")
+    network = LiveStatColumn("vm", "net", verbose_name="Network")
 
     class Meta:
         model = VirtualMachine
@@ -272,10 +324,14 @@ class VmTable(PortalTable):
             "guest_ips",
             "vcpus",
             "memory_mib",
+            "cpu_usage",
+            "memory_usage",
+            "network",
             "os_type",
             "description",
         )
         empty_text = "No virtual machines."
+        row_attrs = {"data-live": lambda record: f"vm.{record.pk}"}
 
     def render_guest_ips(self, value):
         return ", ".join(str(ip) for ip in value[:3]) if isinstance(value, list) else value
@@ -347,12 +403,14 @@ class VnicProfileTable(PortalTable):
 
 
 class StorageDomainTable(PortalTable):
-    status = StatusColumn()
+    status = StatusColumn(attrs=live_field("status", "text-nowrap"))
     name = link_column()
     data_center = link_column(order_by=("data_center__name",))
-    total_bytes = BytesColumn(verbose_name="Total")
-    free_bytes = BytesColumn(verbose_name="Free")
-    committed_bytes = BytesColumn(verbose_name="Committed")
+    total_bytes = BytesColumn(verbose_name="Total", attrs=live_field("total_bytes", "text-end text-nowrap", "text-end"))
+    free_bytes = BytesColumn(verbose_name="Free", attrs=live_field("free_bytes", "text-end text-nowrap", "text-end"))
+    committed_bytes = BytesColumn(
+        verbose_name="Committed", attrs=live_field("committed_bytes", "text-end text-nowrap", "text-end")
+    )
 
     class Meta:
         model = StorageDomain
@@ -369,6 +427,7 @@ class StorageDomainTable(PortalTable):
             "description",
         )
         empty_text = "No storage domains."
+        row_attrs = {"data-live": lambda record: f"storage.{record.pk}"}
 
 
 class DiskTable(PortalTable):
@@ -574,6 +633,7 @@ class StepTable(PortalTable):
 
 class UserTable(PortalTable):
     is_staff = tables.BooleanColumn(verbose_name="Administrator")
+    roles = tables.Column(verbose_name="Roles", empty_values=(), orderable=False)
     is_superuser = tables.BooleanColumn(verbose_name="Superuser")
     is_active = tables.BooleanColumn(verbose_name="Active")
     last_login = tables.DateTimeColumn(format="Y-m-d H:i")
@@ -589,8 +649,60 @@ class UserTable(PortalTable):
             "email",
             "is_staff",
             "is_superuser",
+            "roles",
             "is_active",
             "last_login",
             "date_joined",
         )
         empty_text = "No users."
+
+    def render_roles(self, record):
+        """The roles granted to the user (on any object; the view prefetches them), and SuperUser
+        for a Django superuser. Roles coming through groups show on the objects' Permissions tabs."""
+        names = list(dict.fromkeys(p.role.name for p in record.olvm_permissions.all()))
+        if record.is_superuser:
+            names.insert(0, "SuperUser (superuser)")
+        return ", ".join(names) or "—"
+
+
+class PermissionTable(PortalTable):
+    """Grants from inventory.permissions.grants_on(): made on the object, or inherited from above."""
+
+    principal = tables.Column(verbose_name="User or group", empty_values=(), order_by=("user__username", "group__name"))
+    role = tables.Column(order_by=("role__name",))
+    # Not named `inherited`: django-tables2 would take the queryset's ordering on that
+    # annotation for this column's and drop it (the column is not orderable).
+    origin = tables.Column(verbose_name="Inherited from", accessor="object_type", orderable=False)
+    created_at = tables.DateTimeColumn(verbose_name="Granted", format="Y-m-d H:i")
+    actions = tables.Column(verbose_name="", empty_values=(), orderable=False, attrs={"td": {"class": "text-end"}})
+
+    class Meta:
+        model = Permission
+        attrs = ATTRS
+        fields = ("principal", "role", "origin", "created_at", "actions")
+        empty_text = "No permissions."
+
+    def render_principal(self, record):
+        if record.user_id:
+            return format_html('<i class="bi bi-person"></i> {}', record.user.get_username())
+        return format_html('<i class="bi bi-people"></i> {}', record.group.name)
+
+    def render_role(self, record):
+        if record.role.administrative:
+            return format_html('{} <span class="badge text-bg-light border">admin</span>', record.role.name)
+        return record.role.name
+
+    def render_origin(self, record):
+        if not getattr(record, "inherited", False):
+            return "—"
+        if record.object_type == "system":
+            return "System"
+        return f"{record.get_object_type_display()} {getattr(record, 'object_name', '') or record.object_id}"
+
+    def render_actions(self, record):
+        if getattr(record, "inherited", False):
+            return ""
+        return format_html(
+            '<a class="btn btn-sm btn-outline-danger" href="{}"><i class="bi bi-trash"></i> Remove</a>',
+            pk_url("portals:permission-remove", record.pk),
+        )

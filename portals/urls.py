@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
+from .console_views import ConsoleView
 
 app_name = "portals"
 
@@ -19,11 +20,7 @@ def crud(prefix: str, name: str, list_view, detail_view, edit_view, remove_view)
 
 urlpatterns = [
     path("", views.DashboardView.as_view(), name="dashboard"),
-    path(
-        "login/",
-        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
-        name="login",
-    ),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     *crud(
         "data-centers",
@@ -54,6 +51,7 @@ urlpatterns = [
     path("vms/<uuid:vm_pk>/nics/<uuid:pk>/edit/", views.VmNicEditView.as_view(), name="vm-nic-edit"),
     path("vms/<uuid:vm_pk>/nics/<uuid:pk>/<slug:action>/", views.VmNicActionView.as_view(), name="vm-nic-action"),
     path("vms/<uuid:vm_pk>/disks/<uuid:pk>/<slug:action>/", views.VmDiskActionView.as_view(), name="vm-disk-action"),
+    path("vms/<uuid:pk>/console/", ConsoleView.as_view(), name="vm-console"),
     path("vms/<uuid:pk>/<slug:action>/", views.VmActionView.as_view(), name="vm-action"),
     *crud(
         "templates",
@@ -89,9 +87,13 @@ urlpatterns = [
     ),
     *crud("disks", "disk", views.DiskListView, views.DiskDetailView, views.DiskEditView, views.DiskRemoveView),
     path("users/", views.UserListView.as_view(), name="user-list"),
+    path("permissions/", views.SystemPermissionListView.as_view(), name="permission-list"),
+    path("permissions/add/", views.PermissionAddView.as_view(), name="permission-add"),
+    path("permissions/<uuid:pk>/remove/", views.PermissionRemoveView.as_view(), name="permission-remove"),
     path("events/", views.EventListView.as_view(), name="event-list"),
     path("jobs/", views.JobListView.as_view(), name="job-list"),
     path("jobs/<uuid:pk>/", views.JobDetailView.as_view(), name="job-detail"),
     path("tree/clusters/<uuid:pk>/", views.TreeClusterView.as_view(), name="tree-cluster"),
     path("tree/hosts/<uuid:pk>/", views.TreeHostView.as_view(), name="tree-host"),
+    path("pane/events/", views.PaneEventsView.as_view(), name="pane-events"),
 ]

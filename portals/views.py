@@ -15,9 +15,10 @@ from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Prefetch, Q, Sum
 from django.http import Http404, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -35,14 +36,25 @@ from compute.statemachine import ACTIONS, RUNNING
 from inventory import services as inventory_services
 from inventory.choices import HostStatus, JobStatus
 from inventory.exceptions import ConflictError
-from inventory.models import Cluster, DataCenter, Event, Host, Job
+from inventory.models import Cluster, DataCenter, Event, Host, Job, Permission
 from networking import services as networking_services
 from networking.models import ClusterNetwork, LogicalNetwork, VmNic, VnicProfile
 from storage import services as storage_services
 from storage.models import Disk, DiskAttachment, StorageDomain
 
 from . import filtersets, forms, tables
-from .context_processors import ClusterNode, HostNode, cluster_hosts, focus_tree_on, host_vms
+from .context_processors import (
+    PAGE_OBJECT_FIELDS,
+    PANE_EVENTS,
+    ClusterNode,
+    HostNode,
+    PaneFilter,
+    cluster_hosts,
+    focus_tree_on,
+    host_vms,
+    pane_events,
+    show_page_object,
+)
 from .queries import count_of
 from .search import HOST_FIELDS, VM_FIELDS
 
@@ -55,11 +67,36 @@ class StaffRequiredMixin(LoginRequiredMixin, UserPassesTestMixin):
 
     permission_denied_message = (
         "The administration portal is for administrators. Your account is not one; "
-        "ask an administrator for access (the VM portal for users comes later)."
+        "your virtual machines are in the VM portal."
     )
 
     def test_func(self) -> bool:
         return self.request.user.is_staff
+
+
+def permission_denied(request, exception=None):
+    """handler403 of the site: templates/403.html with the reason, in the colours of the portal
+    it was refused in (VM portal or administration portal). The reason never names an object
+    the user may not see (inventory.permissions.refusal)."""
+    from django.template import loader
+
+    in_vm_portal = request.path.startswith(reverse("vm_portal:vm-list"))
+    message = str(exception) if exception is not None and str(exception) else ""
+    body = loader.render_to_string("403.html", {"exception": message, "vm_portal": in_vm_portal}, request)
+    return HttpResponse(body, status=403)
+
+
+class LoginView(auth_views.LoginView):
+    """The administration portal's sign-in: administrators land on the dashboard, everyone else
+    in the VM portal (their VMs) unless they asked for a page."""
+
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self):
+        if self.request.user.is_staff:
+            return super().get_default_redirect_url()
+        return reverse("vm_portal:vm-list")
 
 
 class PortalMixin(StaffRequiredMixin):
@@ -150,9 +187,18 @@ def disk_queryset():
 
 
 class DashboardView(PortalMixin, TemplateView):
+    """The system at a glance. Its counts and capacity follow the status changes of every
+    cluster's hosts and VMs live (static/olvm/live.js); `?fragment=live` answers just that
+    part, which the page fetches again after a reconnect or when objects come or go."""
+
     template_name = "portals/dashboard.html"
     title = "Dashboard"
     section = "portals:dashboard"
+
+    def get_template_names(self):
+        if self.request.GET.get("fragment") == "live":
+            return ["portals/inc/dashboard_live.html"]
+        return [self.template_name]
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
@@ -261,6 +307,23 @@ class TreeClusterView(TreePartialView):
         return {"cluster_node": node}
 
 
+class PaneEventsView(StaffRequiredMixin, View):
+    """The rows of the events pane for a filter (`severity`, `scope`, and `page` = "<kind>:<id>"
+    of the page's object), for live.js when the filter changes: one query."""
+
+    def get(self, request):
+        pane_filter = PaneFilter.of(request.GET.get("severity", ""), request.GET.get("scope", ""))
+        page_obj = None
+        kind, _, obj_id = request.GET.get("page", "").partition(":")
+        if kind and _is_uuid(obj_id):
+            page_obj = (kind, uuid.UUID(obj_id))
+        if page_obj is not None and page_obj[0] not in PAGE_OBJECT_FIELDS:
+            page_obj = None
+        events = pane_events(PANE_EVENTS, pane_filter, page_obj)
+        filtered = bool(pane_filter.severity or pane_filter.scope)
+        return render(request, "portals/inc/pane_events.html", {"events": events, "filtered": filtered})
+
+
 class TreeHostView(TreePartialView):
     """The first VMs running on a host, then a "more" link to the VM list of that host."""
 
@@ -330,7 +393,9 @@ class ObjectDetailView(PortalMixin, DetailView):
         tab = self.current_tab()
         obj = self.object
         focus_tree_on(self.request, obj)
+        show_page_object(self.request, obj)
         context.update(
+            live_key=self.live_key(obj),
             title=label(obj),
             tabs=self.tabs,
             tab=tab.name,
@@ -343,14 +408,41 @@ class ObjectDetailView(PortalMixin, DetailView):
             context.update(method(obj))
         return context
 
+    def live_key(self, obj) -> str | None:
+        """The live subscription of the page's object (`vm.<id>`...), None when it has none."""
+        return None
+
     def paged(self, table) -> dict:
         RequestConfig(self.request, paginate={"per_page": TAB_PAGE_SIZE}).configure(table)
         return {"table": table}
+
+    def monitoring(self, kind: str, obj) -> dict:
+        """The general tab's current figures (hot cache, no query) and its charts' series URL."""
+        from inventory.history import latest_samples, usage
+
+        return {
+            "usage": usage(kind, latest_samples(kind, [obj.pk]).get(str(obj.pk))),
+            "history_url": reverse(f"api:{kind}-history", args=[obj.pk]),
+        }
 
     def tab_events(self, obj) -> dict:
         events = Event.objects.filter(**{self.event_field: obj.pk})
         context = self.paged(tables.EventTable(events))
         context["all_events_url"] = f"{reverse('portals:event-list')}?{self.event_field}={obj.pk}"
+        return context
+
+
+class PermissionsTabMixin:
+    """The Permissions tab of a data center, cluster, VM or template: every grant that holds on
+    it (made on it, or inherited from above), adding and removing grants made on it."""
+
+    def tab_permissions(self, obj):
+        from inventory.permissions import grants_on, object_type_of
+
+        context = self.paged(tables.PermissionTable(grants_on(obj)))
+        context["permission_form"] = forms.PermissionForm(
+            initial={"object_type": object_type_of(obj), "object_id": obj.pk}
+        )
         return context
 
 
@@ -571,7 +663,7 @@ class DataCenterListView(ObjectListView):
     add_url_name = "portals:datacenter-add"
 
 
-class DataCenterDetailView(ObjectDetailView):
+class DataCenterDetailView(PermissionsTabMixin, ObjectDetailView):
     model = DataCenter
     queryset_factory = datacenter_queryset
     event_field = "data_center_id"
@@ -583,6 +675,7 @@ class DataCenterDetailView(ObjectDetailView):
         Tab("clusters", "Clusters"),
         Tab("storage", "Storage"),
         Tab("networks", "Logical Networks"),
+        Tab("permissions", "Permissions"),
         Tab("events", "Events"),
     )
 
@@ -630,7 +723,7 @@ class ClusterListView(ObjectListView):
     add_url_name = "portals:cluster-add"
 
 
-class ClusterDetailView(ObjectDetailView):
+class ClusterDetailView(PermissionsTabMixin, ObjectDetailView):
     model = Cluster
     queryset_factory = cluster_queryset
     event_field = "cluster_id"
@@ -642,6 +735,7 @@ class ClusterDetailView(ObjectDetailView):
         Tab("hosts", "Hosts"),
         Tab("vms", "Virtual Machines"),
         Tab("networks", "Logical Networks"),
+        Tab("permissions", "Permissions"),
         Tab("events", "Events"),
     )
 
@@ -713,6 +807,12 @@ class HostDetailView(ObjectDetailView):
     edit_url_name = "portals:host-edit"
     remove_url_name = "portals:host-remove"
     tabs = (Tab("general", "General"), Tab("vms", "Virtual Machines"), Tab("events", "Events"))
+
+    def live_key(self, obj) -> str:
+        return f"host.{obj.pk}"
+
+    def tab_general(self, obj):
+        return self.monitoring("host", obj)
 
     def tab_vms(self, obj):
         return self.paged(tables.VmTable(vm_queryset().filter(run_on_host=obj), exclude=("run_on_host",)))
@@ -825,7 +925,7 @@ class VmListView(ObjectListView):
         return context
 
 
-class VmDetailView(ObjectDetailView):
+class VmDetailView(PermissionsTabMixin, ObjectDetailView):
     model = VirtualMachine
     queryset_factory = vm_queryset
     event_field = "vm_id"
@@ -837,11 +937,12 @@ class VmDetailView(ObjectDetailView):
         Tab("disks", "Disks"),
         Tab("nics", "Network Interfaces"),
         Tab("snapshots", "Snapshots"),
+        Tab("permissions", "Permissions"),
         Tab("events", "Events"),
     )
 
     def get_queryset(self):
-        return super().get_queryset().select_related("template", "instance_type", "cluster__data_center")
+        return super().get_queryset().select_related("template", "instance_type", "cluster__data_center", "owner")
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
@@ -851,7 +952,14 @@ class VmDetailView(ObjectDetailView):
         ]
         context["remove_disabled"] = vm.status != VmStatus.DOWN
         context["remove_disabled_reason"] = "Only a VM that is down can be removed."
+        context["vm_action_states"] = {name: sorted(ACTIONS[VM_ACTION_STATES[name]][0]) for name in VM_ACTIONS}
         return context
+
+    def live_key(self, obj) -> str:
+        return f"vm.{obj.pk}"
+
+    def tab_general(self, obj):
+        return self.monitoring("vm", obj)
 
     def tab_disks(self, obj):
         attachments = DiskAttachment.objects.filter(vm=obj).select_related("disk__storage_domain")
@@ -1130,7 +1238,7 @@ class TemplateListView(ObjectListView):
     add_url_name = "portals:template-add"
 
 
-class TemplateDetailView(ObjectDetailView):
+class TemplateDetailView(PermissionsTabMixin, ObjectDetailView):
     model = Template
     queryset_factory = template_queryset
     section = "portals:template-list"
@@ -1141,6 +1249,7 @@ class TemplateDetailView(ObjectDetailView):
         Tab("vms", "Virtual Machines"),
         Tab("disks", "Disks"),
         Tab("versions", "Sub Versions"),
+        Tab("permissions", "Permissions"),
         Tab("events", "Events"),
     )
 
@@ -1323,6 +1432,12 @@ class StorageDomainDetailView(ObjectDetailView):
     remove_url_name = "portals:storagedomain-remove"
     tabs = (Tab("general", "General"), Tab("disks", "Disks"), Tab("events", "Events"))
 
+    def live_key(self, obj) -> str:
+        return f"storage.{obj.pk}"
+
+    def tab_general(self, obj):
+        return {"history_url": reverse("api:storage-domain-history", args=[obj.pk])}
+
     def tab_disks(self, obj):
         return self.paged(tables.DiskTable(disk_queryset().filter(storage_domain=obj), exclude=("storage_domain",)))
 
@@ -1429,7 +1544,8 @@ class UserListView(ObjectListView):
     section = "portals:user-list"
 
     def get_queryset(self):
-        return get_user_model().objects.order_by("username")
+        grants = Permission.objects.select_related("role").order_by("role__name")
+        return get_user_model().objects.order_by("username").prefetch_related(Prefetch("olvm_permissions", grants))
 
 
 class EventListView(ObjectListView):
@@ -1471,3 +1587,95 @@ class JobDetailView(PortalMixin, DetailView):
         context["events_url"] = f"{reverse('portals:event-list')}?correlation_id={job.correlation_id}"
         context["is_active"] = job.status == JobStatus.STARTED
         return context
+
+
+# Permissions -------------------------------------------------------------------------------
+
+
+def permissions_tab_url(obj) -> str:
+    """The Permissions tab of `obj`, or the system permissions page for None."""
+    if obj is None:
+        return reverse("portals:permission-list")
+    return f"{obj.get_absolute_url()}?tab=permissions"
+
+
+class SystemPermissionListView(PortalMixin, TemplateView):
+    """The grants on the system (they hold on every object), with add and remove."""
+
+    template_name = "portals/permission_list.html"
+    title = "System permissions"
+    section = "portals:permission-list"
+
+    def get_context_data(self, **kwargs):
+        from inventory.permissions import SYSTEM, grants_on
+
+        context = super().get_context_data(**kwargs)
+        table = tables.PermissionTable(grants_on(None))
+        RequestConfig(self.request, paginate={"per_page": PAGE_SIZE}).configure(table)
+        context.update(table=table, permission_form=forms.PermissionForm(initial={"object_type": SYSTEM}))
+        return context
+
+
+class PermissionAddView(PortalMixin, View):
+    """POST: grant a role to a user or group on the object the form names."""
+
+    def post(self, request):
+        from inventory.permissions import object_of
+
+        form = forms.PermissionForm(request.POST)
+        if not form.is_valid():
+            obj = None
+            if form.cleaned_data.get("object_type") and form.cleaned_data.get("object_id"):
+                obj = object_of(form.cleaned_data["object_type"], form.cleaned_data["object_id"])
+            messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+            return redirect(permissions_tab_url(obj))
+        data = form.cleaned_data
+        obj = None
+        if data["object_type"] != "system":
+            obj = object_of(data["object_type"], data["object_id"])
+            if obj is None:
+                raise Http404("No such object.")
+        principal = data.get("user") or data.get("group")
+        try:
+            inventory_services.grant_permission(user=request.user, principal=principal, role=data["role"], obj=obj)
+        except ValidationError as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            messages.success(request, f"Role {data['role'].name} was granted to {principal}.")
+        return redirect(permissions_tab_url(obj))
+
+
+class PermissionRemoveView(PortalMixin, View):
+    """GET: "Are you sure?"; POST: revoke the grant."""
+
+    def get_object(self, pk):
+        return get_object_or_404(Permission.objects.select_related("user", "group", "role"), pk=pk)
+
+    def get(self, request, pk):
+        from inventory.permissions import object_label, object_of
+
+        permission = self.get_object(pk)
+        obj = object_of(permission.object_type, permission.object_id)
+        return render(
+            request,
+            "portals/confirm.html",
+            {
+                "title": "Remove permission",
+                "question": f"Are you sure you want to take role {permission.role.name} on {object_label(obj)} "
+                f"from {permission.principal_name}?",
+                "detail": "They lose what the role allowed on it and on everything below it.",
+                "confirm_label": "Remove",
+                "danger": True,
+                "cancel_url": permissions_tab_url(obj),
+                "section": "portals:permission-list",
+            },
+        )
+
+    def post(self, request, pk):
+        from inventory.permissions import object_of
+
+        permission = self.get_object(pk)
+        obj = object_of(permission.object_type, permission.object_id)
+        inventory_services.revoke_permission(permission, user=request.user)
+        messages.success(request, f"Role {permission.role.name} was taken from {permission.principal_name}.")
+        return redirect(permissions_tab_url(obj))

@@ -14,10 +14,11 @@ from django.db.models import F
 
 from compute.choices import VmStatus
 from compute.statemachine import RUNNING
-from inventory.audit import create_job, record_event
+from inventory.audit import create_job, plain_payload, record_event
 from inventory.choices import StorageType
 from inventory.exceptions import ConflictError
 from inventory.models import DataCenter, Job
+from inventory.publish import send_now
 from inventory.servicekit import apply_changes, check_fields, locked, save_validated
 from inventory.services import enqueue, who
 
@@ -47,6 +48,28 @@ HOTPLUG_INTERFACES = frozenset({DiskInterface.VIRTIO, DiskInterface.VIRTIO_SCSI}
 
 
 # Storage domains --------------------------------------------------------------------------
+
+# What a storage domain's message carries (`storage.<id>` group), as StorageDomainSerializer
+# renders those fields (inventory/tests/test_payloads.py).
+STORAGE_DOMAIN_LIVE_FIELDS = (
+    "id", "name", "data_center", "status", "total_bytes", "free_bytes", "used_bytes", "committed_bytes", "updated_at",
+)  # fmt: skip
+
+
+def storage_domain_payload(sd: StorageDomain) -> dict:
+    return plain_payload(sd, STORAGE_DOMAIN_LIVE_FIELDS)
+
+
+def publish_storage_domain(sd_id) -> None:
+    """Once the transaction commits, the domain as it then is to `storage.<id>`: read again
+    then, because its space changes through F() updates."""
+
+    def send() -> None:
+        sd = StorageDomain.objects.filter(pk=sd_id).first()
+        if sd is not None:
+            send_now(f"storage.{sd.pk}", "storage.status", storage_domain_payload(sd))
+
+    transaction.on_commit(send)
 
 
 @transaction.atomic(durable=True)
@@ -151,6 +174,7 @@ def update_storage_domain(sd: StorageDomain, *, user, **changes) -> StorageDomai
             user=user,
             obj=sd,
         )
+        publish_storage_domain(sd.pk)
     return sd
 
 
@@ -221,6 +245,7 @@ def reserve_space(sd: StorageDomain, size: int, allocation: str) -> None:
         StorageDomain.objects.filter(pk=sd.pk).update(
             committed_bytes=F("committed_bytes") + size, free_bytes=F("free_bytes") - size
         )
+        publish_storage_domain(sd.pk)
         return
     if sd.free_bytes < reserve:
         raise ValidationError(
@@ -239,6 +264,7 @@ def reserve_space(sd: StorageDomain, size: int, allocation: str) -> None:
             }
         )
     StorageDomain.objects.filter(pk=sd.pk).update(committed_bytes=F("committed_bytes") + size)
+    publish_storage_domain(sd.pk)
 
 
 def release_space(sd: StorageDomain, size: int, allocation: str) -> None:
@@ -247,6 +273,7 @@ def release_space(sd: StorageDomain, size: int, allocation: str) -> None:
     if allocation == DiskAllocation.PREALLOCATED:
         updates["free_bytes"] = F("free_bytes") + size
     StorageDomain.objects.filter(pk=sd.pk).update(**updates)
+    publish_storage_domain(sd.pk)
 
 
 # Disks ------------------------------------------------------------------------------------

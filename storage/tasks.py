@@ -5,6 +5,8 @@ reach hosts only through the host agent client. Image work runs on a host that i
 the storage domain's data center.
 """
 
+import logging
+
 from celery import shared_task
 from django.db import transaction
 
@@ -13,11 +15,15 @@ from hostagent.client import AgentError
 from inventory.audit import JobProgress, record_event, run_job
 from inventory.choices import EventSeverity, HostStatus
 from inventory.exceptions import ConflictError
+from inventory.history import record_storage_domains
 from inventory.models import Host
 from inventory.servicekit import agent_for
 
 from .choices import DiskStatus, StorageDomainStatus
 from .models import Disk, DiskAttachment, StorageDomain
+from .services import publish_storage_domain
+
+log = logging.getLogger(__name__)
 
 
 def up_host(data_center_id) -> Host | None:
@@ -95,6 +101,7 @@ def create_storage_domain_task(job_id: str, sd_id: str) -> None:
                 total_bytes=total, free_bytes=min(free, total), status=status
             )
             if updated:
+                publish_storage_domain(sd_id)
                 record_event(
                     "USER_ACTIVATED_STORAGE_DOMAIN" if sd.data_center_id else "STORAGE_DOMAIN_UNATTACHED",
                     f"Storage domain {sd.name} is {status}: {free * 100 // max(total, 1)}% of "
@@ -295,3 +302,61 @@ def detach_disk_task(job_id: str, attachment_id: str) -> None:
             )
 
     run_job(job_id, work)
+
+
+# Monitoring -------------------------------------------------------------------------------
+
+
+@shared_task(name="storage.tasks.monitor_storage_domains_task")
+def monitor_storage_domains_task() -> int:
+    """The beat's storage monitor (every minute): the size and free space of every active
+    domain, read by an Up host of its data center. A changed row is written and published to
+    `storage.<id>`, every reading is kept in the monitoring history, and a domain crossing its
+    low-space warning or critical threshold gets an event. Returns how many domains were read."""
+    hosts: dict = {}
+    readings = []
+    for sd in StorageDomain.objects.filter(status=StorageDomainStatus.ACTIVE).order_by("name"):
+        if sd.data_center_id not in hosts:
+            hosts[sd.data_center_id] = up_host(sd.data_center_id)
+        host = hosts[sd.data_center_id]
+        if host is None:
+            continue
+        try:
+            stats = agent_for(host).storage_domain_stats(domain_spec(sd))
+            total, free = int(stats["total_bytes"]), int(stats["free_bytes"])
+        except (AgentError, KeyError, TypeError, ValueError) as exc:
+            log.warning("storage domain %s not read by host %s: %s", sd.name, host.name, exc)
+            continue
+        free = max(0, min(free, total))
+        readings.append((sd.pk, total, free))
+        with transaction.atomic():
+            changed = (
+                StorageDomain.objects.filter(pk=sd.pk, status=StorageDomainStatus.ACTIVE)
+                .exclude(total_bytes=total, free_bytes=free)
+                .update(total_bytes=total, free_bytes=free)
+            )
+            if changed:
+                publish_storage_domain(sd.pk)
+                _space_event(sd, total, free)
+    if readings:
+        record_storage_domains(readings)
+    return len(readings)
+
+
+def _space_event(sd: StorageDomain, total: int, free: int) -> None:
+    """An event when the domain's free space falls below its warning or critical threshold."""
+    critical = sd.critical_space_gib * 1024**3
+
+    def level(free_bytes: int, total_bytes: int) -> int:
+        if free_bytes < critical:
+            return 2
+        return 1 if total_bytes and free_bytes * 100 < total_bytes * sd.warning_low_space_percent else 0
+
+    before, now = level(sd.free_bytes, sd.total_bytes), level(free, total)
+    if now > before:
+        record_event(
+            "IRS_DISK_SPACE_LOW_ERROR" if now == 2 else "IRS_DISK_SPACE_LOW",
+            f"Storage domain {sd.name} is low on space: {free // 1024**3} GiB free of {total // 1024**3} GiB.",
+            obj=sd,
+            severity=EventSeverity.ERROR if now == 2 else EventSeverity.WARNING,
+        )

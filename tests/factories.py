@@ -124,3 +124,52 @@ def make_disk(
     StorageDomain.objects.filter(pk=sd.pk).update(**updates)
     sd.refresh_from_db()
     return disk
+
+
+def role(name: str):
+    """A predefined role (inventory.constants.PREDEFINED_ROLES), recreated when a flush removed it."""
+    from inventory.constants import PREDEFINED_ROLES
+    from inventory.models import Role, RoleAction
+
+    found = Role.objects.filter(name=name).first()
+    if found is not None:
+        return found
+    administrative, description, actions = PREDEFINED_ROLES[name]
+    found = Role.objects.create(name=name, administrative=administrative, description=description)
+    RoleAction.objects.bulk_create([RoleAction(role=found, action=action) for action in actions])
+    return found
+
+
+def make_user(username: str | None = None, *, password: str = "user-password-123", groups=(), **fields):
+    """An active user who is not staff (a VM portal user)."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username or f"user{_next()}", password=password, **fields)
+    if groups:
+        user.groups.set(groups)
+    return user
+
+
+def grant(principal, role_name: str, obj=None):
+    """Give `principal` (a user or a group) the predefined role `role_name` on `obj` (None: the system)."""
+    from inventory.services import grant_permission
+
+    return grant_permission(user=None, principal=principal, role=role(role_name), obj=obj)
+
+
+SEED_MIGRATIONS = (
+    "networking.migrations.0002_seed_default_mac_pool",
+    "compute.migrations.0003_seed_blank_and_instance_types",
+    "inventory.migrations.0004_seed_roles",
+)
+
+
+def ensure_seed_data() -> None:
+    """The rows the data migrations seed (Default MAC pool, Blank template, instance types,
+    roles), again after a transactional test's flush emptied the tables. Idempotent."""
+    import importlib
+
+    from django.apps import apps
+
+    for module in SEED_MIGRATIONS:
+        importlib.import_module(module).seed(apps, None)

@@ -28,15 +28,19 @@ from rest_framework.authtoken.models import Token
 
 from compute.models import InstanceType, Snapshot, Template
 from inventory.audit import create_job, record_event
+from inventory.models import Role
+from inventory.services import set_quota
 from networking.models import ClusterNetwork, LogicalNetwork, MacPool, VmNic, VnicProfile
 from storage.models import DiskAttachment
 from tests.factories import (
     default_mac_pool,
+    grant,
     make_cluster,
     make_data_center,
     make_disk,
     make_host,
     make_storage_domain,
+    make_user,
     make_vm,
 )
 
@@ -101,6 +105,7 @@ def world(db, admin_user) -> dict[str, list[str]]:
     snapshot = Snapshot.objects.create(vm=vms[0], description="fuzz")
     event = record_event("FUZZ", "A fuzz event.", obj=vms[0])
     job = create_job("RunVm", "A fuzz job", obj=vms[0], steps=["one"])
+    alice = make_user("fuzz-alice")
 
     def ids(*objs):
         return [str(o.pk) for o in objs]
@@ -124,6 +129,9 @@ def world(db, admin_user) -> dict[str, list[str]]:
         "events": ids(event),
         "jobs": ids(job),
         "users": ids(admin_user),
+        "roles": ids(*Role.objects.all()[:3]),
+        "permissions": ids(grant(alice, "UserRole", vms[0]), grant(alice, "PowerUserRole")),
+        "quotas": ids(set_quota(user=None, principal=alice, max_vcpus=4)),
     }
 
 
@@ -142,6 +150,7 @@ REFERENCES = {
     "profile": "vnic-profiles",
     "mac_pool": "mac-pools",
     "pinned_hosts": "hosts",
+    "role": "roles",
 }
 
 

@@ -1,8 +1,10 @@
 """Serializers of the compute API: VMs, templates, instance types, snapshots."""
 
+from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from inventory.api.serializers import SelfUrlField, ValidatedModelSerializer, name_of, with_model_defaults
+from inventory.models import Cluster
 
 from ..models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
 
@@ -112,6 +114,13 @@ class VmSerializer(ValidatedModelSerializer):
     template_name = name_of("template.name")
     instance_type_name = name_of("instance_type.name")
     run_on_host_name = name_of("run_on_host.name")
+    owner = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The user the VM belongs to: they may use it and it counts in their quota.",
+    )
+    owner_name = name_of("owner.username")
 
     class Meta:
         model = VirtualMachine
@@ -148,6 +157,8 @@ class VmSerializer(ValidatedModelSerializer):
             "run_on_host_name",
             "external",
             "next_run_config",
+            "owner",
+            "owner_name",
             "guest_hostname",
             "guest_os",
             "guest_kernel",
@@ -211,6 +222,56 @@ class VmSerializer(ValidatedModelSerializer):
         return self.saved(update_vm(instance, user=self.user, **validated_data))
 
 
+USER_WRITABLE_VM_FIELDS = frozenset(
+    {"name", "description", "comment", "cluster", "template", "instance_type", "vcpus", "memory_mib"}
+)
+
+
+class OwnVmSerializer(VmSerializer):
+    """A VM as a user who is not an administrator sees and writes it (VmViewSet): on create,
+    a name, a template they may use, optionally the cluster (default: the template's), a
+    description, vCPUs, memory or an instance type; `compute.services.create_own_vm` makes
+    the VM theirs, within their quota. On update (with `vm.edit`) the name, description and
+    comment only; the rest is for administrators."""
+
+    owner = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta(VmSerializer.Meta):
+        read_only_fields = tuple(name for name in VmSerializer.Meta.fields if name not in USER_WRITABLE_VM_FIELDS)
+        extra_kwargs = {
+            "template": {"required": True, "help_text": "A template you may use (template.use)."},
+            "cluster": {"required": False, "help_text": "Empty: the template's cluster."},
+        }
+        create_only_fields = ("cluster", "template", "instance_type", "vcpus", "memory_mib")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from inventory.choices import ActionGroup
+        from inventory.permissions import visible_clusters, visible_templates
+
+        user = self.user
+        if "template" in self.fields and user is not None:
+            self.fields["template"].queryset = visible_templates(user, ActionGroup.TEMPLATE_USE)
+            creatable = visible_templates(user, ActionGroup.VM_CREATE).values("cluster_id")
+            self.fields["cluster"].queryset = visible_clusters(user, ActionGroup.VM_CREATE) | Cluster.objects.filter(
+                pk__in=creatable
+            )
+
+    def validate(self, attrs):
+        if self.instance is None and attrs.get("template") is not None and attrs.get("cluster") is None:
+            if attrs["template"].cluster_id is None:
+                raise serializers.ValidationError(
+                    {"cluster": [f"Template {attrs['template']} belongs to no cluster: choose the cluster of the VM."]}
+                )
+            attrs["cluster"] = attrs["template"].cluster
+        return super().validate(attrs)
+
+    def create(self, validated_data):
+        from ..services import create_own_vm
+
+        return self.saved(create_own_vm(user=self.user, **validated_data))
+
+
 class SnapshotSerializer(ValidatedModelSerializer):
     url = SelfUrlField("snapshot")
     vm_name = name_of("vm.name")
@@ -220,9 +281,35 @@ class SnapshotSerializer(ValidatedModelSerializer):
         fields = ("id", "url", "vm", "vm_name", "description", "with_memory", "status", "created_at", "updated_at")
         read_only_fields = ("status",)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        user = self.user
+        if user is not None and not user.is_staff and "vm" in self.fields:
+            from inventory.permissions import visible_vms
+
+            self.fields["vm"].queryset = visible_vms(user)  # another user's VM: "does not exist"
+
     def create(self, validated_data):
         from ..services import create_snapshot
 
         data = with_model_defaults(Snapshot, validated_data, ("with_memory",))
         vm = data.pop("vm")
         return self.saved(create_snapshot(vm, user=self.user, **data))
+
+
+class ConsoleTicketRequestSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=[("serial", "Serial console"), ("vnc", "VNC display")],
+        default="serial",
+        help_text="The serial console (any VM) or the VNC display (a VM whose console type is VNC).",
+    )
+
+
+class ConsoleTicketSerializer(serializers.Serializer):
+    """A one-time console ticket: open `url` (a websocket) within `expires_in` seconds."""
+
+    ticket = serializers.CharField(help_text="Good for one websocket connection, by the user who asked for it.")
+    kind = serializers.CharField()
+    vm_id = serializers.UUIDField()
+    url = serializers.CharField(help_text="The websocket to open: binary frames carry the console's bytes.")
+    expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid if unused.")

@@ -1,14 +1,35 @@
 """Viewsets of the compute API: VMs (with their power actions), templates, instance types, snapshots."""
 
+from urllib.parse import urlencode
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
 
-from inventory.api.views import ACTION_RESPONSES, NoUpdateMixin, ServiceModelViewSet, created_with_job
+from inventory.api.serializers import ConflictSerializer
+from inventory.api.views import (
+    ACTION_RESPONSES,
+    NoUpdateMixin,
+    ServiceModelViewSet,
+    UserScopedMixin,
+    created_with_job,
+    history_action,
+)
+from inventory.choices import ActionGroup
 
 from ..filtersets import InstanceTypeFilterSet, SnapshotFilterSet, TemplateFilterSet, VmFilterSet
 from ..models import InstanceType, Snapshot, Template, VirtualMachine
-from .serializers import InstanceTypeSerializer, SnapshotSerializer, TemplateSerializer, VmSerializer
+from .serializers import (
+    ConsoleTicketRequestSerializer,
+    ConsoleTicketSerializer,
+    InstanceTypeSerializer,
+    OwnVmSerializer,
+    SnapshotSerializer,
+    TemplateSerializer,
+    VmSerializer,
+)
 
 
 class InstanceTypeViewSet(ServiceModelViewSet):
@@ -59,15 +80,37 @@ REMOVE_DISKS = OpenApiParameter(
 
 
 @created_with_job(VmSerializer)
-class VmViewSet(ServiceModelViewSet):
+class VmViewSet(UserScopedMixin, ServiceModelViewSet):
+    """VMs. Users who are not administrators see only the VMs they own or were granted
+    (another user's VM is a 404), act on them as their roles allow (a 403 says why), and
+    create VMs of their own from the templates they may use, within their quota (OwnVmSerializer)."""
+
     queryset = VirtualMachine.objects.select_related(
-        "cluster", "data_center", "template", "instance_type", "run_on_host"
+        "cluster", "data_center", "template", "instance_type", "run_on_host", "owner"
     ).prefetch_related("pinned_hosts")
     serializer_class = VmSerializer
     filterset_class = VmFilterSet
     search_fields = ("name", "description", "comment", "guest_hostname")
     ordering_fields = ("name", "status", "memory_mib", "vcpus", "created_at", "status_changed_at")
     create_returns_job = True
+    user_actions = {
+        "update": ActionGroup.VM_EDIT,
+        "partial_update": ActionGroup.VM_EDIT,
+        "destroy": ActionGroup.VM_REMOVE,
+        **dict.fromkeys(("start", "shutdown", "stop", "reboot", "suspend", "resume"), ActionGroup.VM_OPERATE),
+        "console": ActionGroup.VM_CONSOLE,
+        "history": ActionGroup.VM_VIEW,
+    }
+
+    def scope(self, queryset):
+        from inventory.permissions import visible_vms
+
+        return visible_vms(self.request.user, queryset=queryset)
+
+    def get_serializer_class(self):
+        if getattr(self, "swagger_fake_view", False) or self.is_administrator():
+            return VmSerializer
+        return OwnVmSerializer
 
     @extend_schema(parameters=[REMOVE_DISKS])
     def destroy(self, request, *args, **kwargs):
@@ -85,16 +128,52 @@ class VmViewSet(ServiceModelViewSet):
     reboot = vm_action("reboot", "reboot_vm", "Reboot a VM")
     suspend = vm_action("suspend", "suspend_vm", "Suspend a VM to disk")
     resume = vm_action("resume", "resume_vm", "Resume a paused or suspended VM")
+    history = history_action("vm", "Monitoring history of a VM: CPU, memory, network")
+
+    @extend_schema(
+        request=ConsoleTicketRequestSerializer,
+        responses={200: ConsoleTicketSerializer, 409: ConflictSerializer},
+        summary="Open a one-time console ticket (serial or VNC) of a running VM",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[IsAuthenticated])
+    def console(self, request, pk=None):
+        """Not only for administrators: `compute.services.may_open_console` decides."""
+        from ..services import console_ticket
+
+        body = ConsoleTicketRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        vm = self.get_object()
+        ticket = console_ticket(vm, user=request.user, kind=body.validated_data["kind"])
+        scheme = "wss" if request.is_secure() else "ws"
+        path = f"/ws/console/{vm.pk}/?{urlencode({'ticket': ticket['ticket']})}"
+        return Response({**ticket, "url": f"{scheme}://{request.get_host()}{path}"})
 
 
 @created_with_job(SnapshotSerializer)
-class SnapshotViewSet(NoUpdateMixin, ServiceModelViewSet):
+class SnapshotViewSet(UserScopedMixin, NoUpdateMixin, ServiceModelViewSet):
+    """Snapshots. Users who are not administrators see the snapshots of the VMs they see, and
+    create, revert and remove them with `vm.snapshot` on the VM."""
+
     queryset = Snapshot.objects.select_related("vm")
     serializer_class = SnapshotSerializer
     filterset_class = SnapshotFilterSet
     search_fields = ("description",)
     ordering_fields = ("created_at", "description")
     create_returns_job = True
+    user_actions = {"destroy": ActionGroup.VM_SNAPSHOT, "revert": ActionGroup.VM_SNAPSHOT}
+
+    def scope(self, queryset):
+        from inventory.permissions import visible_vms
+
+        return queryset.filter(vm__in=visible_vms(self.request.user).values("pk"))
+
+    def permission_target(self, obj):
+        return obj.vm
+
+    def check_create(self, serializer) -> None:
+        from inventory.permissions import check
+
+        check(self.request.user, ActionGroup.VM_SNAPSHOT, serializer.validated_data["vm"])
 
     def perform_remove(self, instance):
         from ..services import remove_snapshot

@@ -15,6 +15,10 @@
   503, a connection error) keeps it and retries with back-off, 0.5 s doubling to 10 s,
   with what arrived meanwhile.
 
+`Pusher(...).start(scheduler)` instead hands the four loops to a `PushScheduler` shared by
+many pushers (the simulator, `hostagent/simulate.py`: a thousand hosts in one process): the
+same collections, requests, queue and back-off, from a timer thread and two small pools.
+
 Nothing here raises into the agent: every failure is logged and retried or dropped.
 """
 
@@ -96,6 +100,7 @@ class Pusher:
         self.intervals = {name: getattr(config, name) for name in INTERVALS}
         self.seq = 0
         self.accepted = 0  # requests the engine took
+        self.delivered = 0  # messages in them
         self.dropped = 0  # messages refused by the engine or pushed out of a full queue
         self.last_error = ""
         self._queue: list[_Queued] = []
@@ -108,6 +113,7 @@ class Pusher:
         self._conn: http.client.HTTPSConnection | None = None
         self._threads: list[threading.Thread] = []
         self._failing: dict[str, bool] = {}  # per collector: its last run failed (logged once)
+        self._holding = 0  # collections running under a scheduler: they wake it when done
         self._scheduler: PushScheduler | None = None
 
     # Life ---------------------------------------------------------------------------------------
@@ -119,6 +125,7 @@ class Pusher:
         if scheduler is not None:
             self._scheduler = scheduler
             scheduler.add(self)
+            log.debug("pushing to %s from a shared scheduler", self.url)
             return
         self._threads = [threading.Thread(target=self._send_loop, name="push-sender", daemon=True)] + [
             threading.Thread(target=self._every, args=(interval,), name=f"push-{name}", daemon=True)
@@ -148,7 +155,8 @@ class Pusher:
         self._close()
         with self._cond:
             left = len(self._queue)
-        log.info("push stopped (%d message(s) not delivered)", left)
+        # A simulator stops a thousand pushers at once: one line each would be noise there.
+        log.log(logging.DEBUG if self._scheduler else logging.INFO, "push stopped (%d message(s) not delivered)", left)
 
     @property
     def stopped(self) -> bool:
@@ -263,6 +271,8 @@ class Pusher:
         collect = self._collectors()[interval]
         what = interval.removesuffix("_interval").replace("_", " ")
         failing = self._failing.get(interval, False)
+        with self._cond:
+            self._holding += 1  # a scheduler sends once the collection is queued (one request, not twenty)
         try:
             collect()
         except AgentFailure as exc:
@@ -277,12 +287,15 @@ class Pusher:
             if failing:
                 log.info("%s collected again", what)
             failing = False
+        finally:
+            with self._cond:
+                self._holding -= 1
         self._failing[interval] = failing
         if interval == "heartbeat_interval" and not self._hello:
             with self._cond:
                 self._hello = True
                 self._cond.notify_all()
-            self._poke()
+        self._poke()
 
     def _collectors(self) -> dict[str, Callable[[], None]]:
         return {
@@ -299,7 +312,7 @@ class Pusher:
     def _poke(self) -> None:
         """Something changed (messages queued, the first heartbeat, new intervals): a shared
         scheduler looks at this pusher again. Threads of its own were notified already."""
-        if self._scheduler is not None:
+        if self._scheduler is not None and not self._holding:
             self._scheduler.wake(self)
 
     # Sending ------------------------------------------------------------------------------------
@@ -363,6 +376,7 @@ class Pusher:
         if status == 200:
             self._done(batch)
             self.accepted += 1
+            self.delivered += len(batch)
             self._adopt(reply)
         elif status in (400, 413):
             log.error(

@@ -14,7 +14,9 @@
   shorter); idle and slow connections are closed after `socket_timeout`.
 - Consoles: `console_open` hands out a one-time path; `GET /console/<ticket>` with
   `Upgrade: olvm-console` switches that TLS connection to a raw byte stream to the VM's
-  serial console.
+  serial console. `vnc_open` does the same for the VM's VNC display: `GET /vnc/<ticket>`
+  with `Upgrade: olvm-vnc` becomes a raw TCP proxy to the VNC server QEMU runs on this
+  host (RFB passes through untouched). A ticket is good once, for its own kind only.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ log = logging.getLogger("hostagent.server")
 RPC_PATH = "/rpc"
 CONSOLE_PREFIX = "/console/"
 CONSOLE_UPGRADE = "olvm-console"
+VNC_PREFIX = "/vnc/"
+VNC_UPGRADE = "olvm-vnc"
+# The kinds of console stream: the path prefix of its tickets and the Upgrade token.
+CONSOLE_KINDS = {"serial": (CONSOLE_PREFIX, CONSOLE_UPGRADE), "vnc": (VNC_PREFIX, VNC_UPGRADE)}
 DEADLINE_HEADER = "OLVM-Deadline"
 CONSOLE_TICKET_TTL = 30.0
 
@@ -83,35 +89,41 @@ def _valid_id(rid) -> bool:
 
 
 class ConsoleRegistry:
-    """One-time tickets for console streams opened by `console_open`, valid for a few seconds."""
+    """One-time tickets for console streams opened by `console_open` (a ConsoleStream) and
+    `vnc_open` (a socket connected to the VNC server), valid for a few seconds."""
 
     def __init__(self, ttl: float = CONSOLE_TICKET_TTL):
         self.ttl = ttl
-        self._tickets: dict[str, tuple[str, ConsoleStream, float]] = {}
+        self._tickets: dict[str, tuple[str, str, ConsoleStream | socket.socket, float]] = {}
         self._lock = threading.Lock()
 
-    def open(self, driver: Driver, vm_id: str) -> dict:
-        stream = driver.open_console(vm_id)
+    def open(self, driver: Driver, vm_id: str, kind: str = "serial") -> dict:
+        prefix, upgrade = CONSOLE_KINDS[kind]
+        stream = driver.open_vnc(vm_id) if kind == "vnc" else driver.open_console(vm_id)
         ticket = secrets.token_urlsafe(24)
         with self._lock:
             self._expire()
-            self._tickets[ticket] = (vm_id, stream, time.monotonic() + self.ttl)
+            self._tickets[ticket] = (kind, vm_id, stream, time.monotonic() + self.ttl)
         # An unclaimed ticket must not keep the VM's console open: close it when it expires.
         timer = threading.Timer(self.ttl + 0.05, self._expire_locked)
         timer.daemon = True
         timer.start()
-        return {"vm_id": vm_id, "path": CONSOLE_PREFIX + ticket, "upgrade": CONSOLE_UPGRADE, "expires_in": self.ttl}
+        return {"vm_id": vm_id, "path": prefix + ticket, "upgrade": upgrade, "expires_in": self.ttl}
 
-    def take(self, ticket: str) -> tuple[str, ConsoleStream] | None:
+    def take(self, ticket: str, kind: str = "serial") -> tuple[str, ConsoleStream | socket.socket] | None:
+        """The VM id and stream of an unexpired ticket of this kind, which is then used up."""
         with self._lock:
             self._expire()
-            entry = self._tickets.pop(ticket, None)
-        return (entry[0], entry[1]) if entry else None
+            entry = self._tickets.get(ticket)
+            if entry is None or entry[0] != kind:
+                return None
+            del self._tickets[ticket]
+        return entry[1], entry[2]
 
     def close_all(self) -> None:
         with self._lock:
             entries, self._tickets = list(self._tickets.values()), {}
-        for _, stream, _ in entries:
+        for _, _, stream, _ in entries:
             stream.close()
 
     def _expire_locked(self) -> None:
@@ -120,8 +132,8 @@ class ConsoleRegistry:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for ticket in [t for t, (_, _, until) in self._tickets.items() if until < now]:
-            self._tickets.pop(ticket)[1].close()
+        for ticket in [t for t, (_, _, _, until) in self._tickets.items() if until < now]:
+            self._tickets.pop(ticket)[2].close()
 
 
 class Dispatcher:
@@ -229,7 +241,9 @@ class Dispatcher:
 
     def _invoke(self, verb: Verb, params: dict):
         if verb.server_side and verb.name == "console_open":
-            return self.consoles.open(self.driver, params["vm_id"])
+            return self.consoles.open(self.driver, params["vm_id"], "serial")
+        if verb.server_side and verb.name == "vnc_open":
+            return self.consoles.open(self.driver, params["vm_id"], "vnc")
         return getattr(self.driver, verb.name)(**params)
 
 
@@ -312,8 +326,9 @@ class AgentRequestHandler(http.server.BaseHTTPRequestHandler):
         return self._reply(200, reply)
 
     def do_GET(self) -> None:
-        if self.path.startswith(CONSOLE_PREFIX):
-            return self._console(self.path[len(CONSOLE_PREFIX) :])
+        for kind, (prefix, _) in CONSOLE_KINDS.items():
+            if self.path.startswith(prefix):
+                return self._console(self.path[len(prefix) :], kind)
         return self._not_allowed()
 
     def _not_allowed(self) -> None:
@@ -357,24 +372,28 @@ class AgentRequestHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _console(self, ticket: str) -> None:
-        entry = self.server.consoles.take(ticket)
+    def _console(self, ticket: str, kind: str) -> None:
+        entry = self.server.consoles.take(ticket, kind)
         if entry is None:
             return self._reply(
                 404, _error(None, INVALID_REQUEST, "No such console ticket (used, expired or unknown)"), close=True
             )
         vm_id, stream = entry
-        if (self.headers.get("Upgrade") or "").lower() != CONSOLE_UPGRADE:
+        upgrade = CONSOLE_KINDS[kind][1]
+        if (self.headers.get("Upgrade") or "").lower() != upgrade:
             stream.close()
-            return self._reply(400, _error(None, INVALID_REQUEST, f"Send Upgrade: {CONSOLE_UPGRADE}"), close=True)
+            return self._reply(400, _error(None, INVALID_REQUEST, f"Send Upgrade: {upgrade}"), close=True)
         self.send_response(101)
-        self.send_header("Upgrade", CONSOLE_UPGRADE)
+        self.send_header("Upgrade", upgrade)
         self.send_header("Connection", "Upgrade")
         self.end_headers()
         self.close_connection = True
-        log.info("%s console of VM %s opened", self.peer, vm_id)
-        pump_console(self.connection, stream, self.server.config.console_idle_timeout)
-        log.info("%s console of VM %s closed", self.peer, vm_id)
+        log.info("%s %s console of VM %s opened", self.peer, kind, vm_id)
+        if isinstance(stream, socket.socket):
+            pump_socket(self.connection, stream, self.server.config.console_idle_timeout)
+        else:
+            pump_console(self.connection, stream, self.server.config.console_idle_timeout)
+        log.info("%s %s console of VM %s closed", self.peer, kind, vm_id)
         return None
 
 
@@ -403,6 +422,33 @@ def pump_console(sock: ssl.SSLSocket, stream: ConsoleStream, idle_timeout: float
         return
     finally:
         stream.close()
+
+
+def pump_socket(sock: ssl.SSLSocket, peer: socket.socket, idle_timeout: float, poll: float = 1.0) -> None:
+    """Proxy bytes between the engine's TLS connection and a plain socket (a VM's VNC
+    server) until either side ends or nothing moves for `idle_timeout`.
+
+    One thread, like `pump_console`: both sockets are waited on with select; bytes the TLS
+    layer has already decrypted (`pending()`) are read before waiting again. A side that
+    stops reading stalls the other no longer than the connection's socket timeout.
+    """
+    last = time.monotonic()
+    try:
+        peer.settimeout(sock.gettimeout())
+        while time.monotonic() - last < idle_timeout:
+            ready = [sock] if sock.pending() else select.select([sock, peer], [], [], min(poll, idle_timeout))[0]
+            for source, sink in ((sock, peer), (peer, sock)):
+                if source in ready:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    sink.sendall(data)
+                    last = time.monotonic()
+    except OSError:
+        return
+    finally:
+        with contextlib.suppress(OSError):
+            peer.close()
 
 
 class AgentHTTPServer(http.server.ThreadingHTTPServer):

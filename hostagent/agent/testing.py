@@ -205,6 +205,7 @@ def sample_params(storage_path: str) -> dict[str, dict]:
         "vm_stats": {"vm_id": None},
         "guest_info": {"vm_id": vm_id},
         "console_open": {"vm_id": vm_id},
+        "vnc_open": {"vm_id": vm_id},
         "image_create": {"image": image},
         "image_clone": {"image": {**image, "id": str(uuid.uuid4()), "backing_id": image["id"]}},
         "image_copy": {"image": {**image, "id": str(uuid.uuid4()), "copy_from_id": image["id"]}},
@@ -212,4 +213,6 @@ def sample_params(storage_path: str) -> dict[str, dict]:
         "image_remove": {"image": image},
         "image_info": {"image": image},
         "storage_domain_stats": {"domain": sd},
+        # No bridge: a valid call that changes nothing on the machine running the tests.
+        "setup_networks": {"networks": []},
     }

@@ -446,6 +446,12 @@ VERBS: dict[str, Verb] = _verbs(
         "Open the VM's serial console; returns a one-time path to upgrade to a byte stream.",
         server_side=True,
     ),
+    Verb(
+        "vnc_open",
+        {"vm_id": VM_ID},
+        "Connect to the VM's VNC display; returns a one-time path to upgrade to a raw RFB byte stream.",
+        server_side=True,
+    ),
     # Images (qemu-img) and storage domains
     Verb(
         "image_create",

@@ -18,7 +18,7 @@ from hostagent.agent.config import AgentConfig, ConfigError, config_from_dict
 from hostagent.agent.drivers import EventSink
 from hostagent.agent.drivers.libvirt_driver import LibvirtDriver
 from hostagent.agent.drivers.sim_driver import SimDriver
-from hostagent.agent.push import Pusher
+from hostagent.agent.push import Pusher, PushScheduler
 from hostagent.agent.testing import make_ingest_pki, running_ingest_server
 from hostagent.agent.verbs import VERBS
 from hostagent.ingest_server import IngestError, validate_batch
@@ -138,9 +138,28 @@ def driver(pki, tmp_path, server):
     driver.close()
 
 
+@pytest.fixture(params=["threads", "scheduler"])
+def scheduler(request):
+    """None: each pusher runs its own threads (`serve`); else the PushScheduler the simulator
+    shares between its hosts. The behaviour on the wire is the same."""
+    if request.param == "threads":
+        yield None
+        return
+    scheduler = PushScheduler(send_workers=2, collect_workers=2)
+    yield scheduler
+    scheduler.stop()
+
+
+def driven(pusher: Pusher, scheduler: PushScheduler | None) -> Pusher:
+    """`pusher` whose start() uses `scheduler` when there is one."""
+    if scheduler is not None:
+        pusher.start = lambda: Pusher.start(pusher, scheduler)
+    return pusher
+
+
 @pytest.fixture
-def pusher(driver):
-    pusher = Pusher(driver.config, driver)
+def pusher(driver, scheduler):
+    pusher = driven(Pusher(driver.config, driver), scheduler)
     yield pusher
     pusher.stop()
 
@@ -278,9 +297,9 @@ def test_a_400_drops_the_batch(engine, driver, pusher, caplog):
     assert "the engine refused" in caplog.text and "(field messages[0].name); dropped" in caplog.text
 
 
-def test_the_intervals_of_the_engines_answer_are_adopted(engine, pki, tmp_path, server):
+def test_the_intervals_of_the_engines_answer_are_adopted(engine, pki, tmp_path, server, scheduler):
     driver = SimDriver(make_config(pki, tmp_path, server.ports[0], heartbeat_interval=60.0, stats_interval=60.0))
-    pusher = Pusher(driver.config, driver)
+    pusher = driven(Pusher(driver.config, driver), scheduler)
     engine.intervals = {"heartbeat_interval": 0.2, "stats_interval": 0.25, "guest_info_interval": 30}
     try:
         pusher.start()
@@ -292,12 +311,12 @@ def test_the_intervals_of_the_engines_answer_are_adopted(engine, pki, tmp_path, 
     assert pusher.intervals == {"heartbeat_interval": 0.2, "stats_interval": 0.25, "guest_info_interval": 30.0}
 
 
-def test_an_engine_that_is_down_is_retried_until_it_answers(engine, pki, tmp_path):
+def test_an_engine_that_is_down_is_retried_until_it_answers(engine, pki, tmp_path, scheduler):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     driver = SimDriver(make_config(pki, tmp_path, port))
-    pusher = Pusher(driver.config, driver)
+    pusher = driven(Pusher(driver.config, driver), scheduler)
     try:
         pusher.start()
         deadline = time.monotonic() + WAIT

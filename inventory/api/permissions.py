@@ -9,3 +9,12 @@ class IsAdministrator(BasePermission):
     def has_permission(self, request, view) -> bool:
         user = request.user
         return bool(user and user.is_authenticated and user.is_staff)
+
+
+class IsAdministratorOrUser(BasePermission):
+    """Any signed-in active user: administrators see everything; the viewset
+    (inventory.api.views.UserScopedMixin) limits everyone else to their object permissions."""
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_active)

@@ -21,7 +21,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 from rest_framework.settings import api_settings
 
-from ..models import Cluster, DataCenter, Event, Host, Job, Step
+from ..models import Cluster, DataCenter, Event, Host, Job, Permission, Quota, Role, Step
 
 # Helpers ----------------------------------------------------------------------------------
 
@@ -459,3 +459,171 @@ class HostSerializer(ValidatedModelSerializer):
         from ..services import update_host
 
         return self.saved(update_host(instance, user=self.user, **validated_data))
+
+
+# Roles, permissions, quotas ---------------------------------------------------------------
+
+
+class RoleSerializer(serializers.ModelSerializer):
+    url = SelfUrlField("role")
+    actions = serializers.ListField(
+        source="action_names", child=serializers.CharField(), read_only=True, help_text="The role's action groups."
+    )
+
+    class Meta:
+        model = Role
+        fields = ("id", "url", "name", "description", "administrative", "actions", "created_at", "updated_at")
+        read_only_fields = fields
+
+
+def one_principal(attrs: dict, model: type[models.Model], constraint_name: str) -> None:
+    """A user or a group, exactly one: the model's own message when not (full_clean() skips the
+    check when neither was sent)."""
+    if (attrs.get("user") is None) == (attrs.get("group") is None):
+        constraint = next(c for c in model._meta.constraints if c.name == constraint_name)
+        raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [constraint.violation_error_message]})
+
+
+class PermissionSerializer(ValidatedModelSerializer):
+    """A grant of a role to a user or a group on the system or one object (create and delete
+    only: a grant is changed by revoking it and granting another)."""
+
+    url = SelfUrlField("permission")
+    user = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.all(), required=False, allow_null=True, help_text="Give a user or a group."
+    )
+    username = name_of("user.username")
+    group_name = name_of("group.name")
+    role_name = name_of("role.name")
+    object_name = serializers.CharField(read_only=True, help_text="The name of the object (empty for the system).")
+
+    class Meta:
+        model = Permission
+        fields = (
+            "id",
+            "url",
+            "user",
+            "username",
+            "group",
+            "group_name",
+            "role",
+            "role_name",
+            "object_type",
+            "object_id",
+            "object_name",
+            "created_at",
+        )
+        extra_kwargs = {"group": {"required": False, "allow_null": True}}
+
+    def validate(self, attrs):
+        from ..permissions import object_of
+
+        one_principal(attrs, Permission, "permission_one_principal")
+        attrs = super().validate(attrs)
+        object_type, object_id = attrs.get("object_type"), attrs.get("object_id")
+        if object_type != "system" and object_of(object_type, object_id) is None:
+            raise serializers.ValidationError({"object_id": [f"No {object_type.replace('_', ' ')} has this id."]})
+        return attrs
+
+    def create(self, validated_data):
+        from ..permissions import object_of
+        from ..services import grant_permission
+
+        principal = validated_data.get("user") or validated_data.get("group")
+        obj = object_of(validated_data["object_type"], validated_data.get("object_id"))
+        return self.saved(grant_permission(user=self.user, principal=principal, role=validated_data["role"], obj=obj))
+
+
+class QuotaSerializer(ValidatedModelSerializer):
+    """Limits on what the VMs a user owns add up to (empty: unlimited); on a group, for each member."""
+
+    url = SelfUrlField("quota")
+    user = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.all(), required=False, allow_null=True, help_text="Give a user or a group."
+    )
+    username = name_of("user.username")
+    group_name = name_of("group.name")
+
+    class Meta:
+        model = Quota
+        fields = (
+            "id",
+            "url",
+            "user",
+            "username",
+            "group",
+            "group_name",
+            "max_vcpus",
+            "max_memory_mib",
+            "max_disk_gib",
+            "created_at",
+            "updated_at",
+        )
+        extra_kwargs = {"group": {"required": False, "allow_null": True}}
+        create_only_fields = ("user", "group")
+
+    def validate(self, attrs):
+        if self.instance is None:
+            one_principal(attrs, Quota, "quota_one_principal")
+        return super().validate(attrs)
+
+    def create(self, validated_data):
+        from ..services import set_quota
+
+        data = dict(validated_data)
+        principal = data.pop("user", None) or data.pop("group", None)
+        data.pop("group", None)
+        limits = {name: data.get(name) for name in ("max_vcpus", "max_memory_mib", "max_disk_gib")}
+        return self.saved(set_quota(user=self.user, principal=principal, **limits))
+
+    def update(self, instance, validated_data):
+        from ..services import update_quota
+
+        return self.saved(update_quota(instance, user=self.user, **validated_data))
+
+
+# Monitoring history ------------------------------------------------------------------------
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    """The query of a `/history/` series (inventory.history.series); the metrics the object
+    has come in the context (`metrics`, and `nic_metrics` for a host's interfaces)."""
+
+    metric = serializers.CharField(
+        required=False,
+        help_text="One metric or several, comma-separated: cpu, memory, net_rx, net_tx for hosts and VMs "
+        "(net_rx and net_tx only with `nic`); free, total for storage domains. Default: all of them.",
+    )
+    since = serializers.DateTimeField(required=False, help_text="From this time (default: an hour ago).")
+    until = serializers.DateTimeField(required=False, help_text="Up to this time (default: now).")
+
+    def validate(self, attrs):
+        known = self.context["nic_metrics"] if attrs.get("nic") else self.context["metrics"]
+        names = [name.strip() for name in attrs.get("metric", "").split(",") if name.strip()] or list(known)
+        unknown = sorted({name for name in names if name not in known})
+        if unknown:
+            raise serializers.ValidationError(
+                {"metric": [f"Unknown metric(s) {', '.join(unknown)}; use {', '.join(known)}."]}
+            )
+        attrs["metrics"] = list(dict.fromkeys(names))
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and until <= since:
+            raise serializers.ValidationError({"until": ["Must be after since."]})
+        return attrs
+
+
+class HostHistoryQuerySerializer(HistoryQuerySerializer):
+    nic = serializers.CharField(
+        required=False, max_length=64, help_text="A network interface of the host: the traffic of that NIC."
+    )
+
+
+class HistorySerializer(serializers.Serializer):
+    """A series: `points` are [time, value of each metric in `metrics` order] (null: unknown)."""
+
+    id = serializers.UUIDField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(allow_null=True)
+    metrics = serializers.ListField(child=serializers.CharField())
+    units = serializers.DictField(child=serializers.CharField())
+    points = serializers.ListField(child=serializers.ListField(child=serializers.JSONField()))

@@ -11,5 +11,8 @@ router.register("hosts", views.HostViewSet, basename="host")
 router.register("events", views.EventViewSet, basename="event")
 router.register("jobs", views.JobViewSet, basename="job")
 router.register("users", views.UserViewSet, basename="user")
+router.register("roles", views.RoleViewSet, basename="role")
+router.register("permissions", views.PermissionViewSet, basename="permission")
+router.register("quotas", views.QuotaViewSet, basename="quota")
 
 urlpatterns = router.urls

@@ -10,6 +10,7 @@ import re
 from functools import cache
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -18,15 +19,31 @@ from rest_framework.decorators import action
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
-from ..filtersets import ClusterFilterSet, DataCenterFilterSet, EventFilterSet, HostFilterSet, JobFilterSet
-from ..models import Cluster, DataCenter, Event, Host, Job
+from ..filtersets import (
+    ClusterFilterSet,
+    DataCenterFilterSet,
+    EventFilterSet,
+    HostFilterSet,
+    JobFilterSet,
+    PermissionFilterSet,
+    QuotaFilterSet,
+    RoleFilterSet,
+)
+from ..models import Cluster, DataCenter, Event, Host, Job, Permission, Quota, Role
+from .permissions import IsAdministratorOrUser
 from .serializers import (
     ClusterSerializer,
     ConflictSerializer,
     DataCenterSerializer,
     EventSerializer,
+    HistoryQuerySerializer,
+    HistorySerializer,
+    HostHistoryQuerySerializer,
     HostSerializer,
     JobSerializer,
+    PermissionSerializer,
+    QuotaSerializer,
+    RoleSerializer,
     UserSerializer,
 )
 
@@ -62,6 +79,34 @@ def created_with_job(serializer_class, *, updates: bool = False):
 ACTION_RESPONSES = {202: JobSerializer, 409: ConflictSerializer}
 
 
+def history_action(kind: str, summary: str):
+    """`GET /<objects>/{id}/history/`: a monitoring series of the object (inventory.history)."""
+    from ..history import METRICS
+
+    query_class = HostHistoryQuerySerializer if kind == "host" else HistoryQuerySerializer
+    context = {"metrics": METRICS[kind][2], "nic_metrics": METRICS["host_nic"][2]}
+
+    def history(self, request, pk=None):
+        from django.utils import timezone
+
+        from ..history import RAW_KEEP, series
+
+        query = query_class(data=request.query_params, context=context)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        obj = self.get_object()
+        nic = params.get("nic")
+        since = params.get("since") or timezone.now() - RAW_KEEP
+        data = series(
+            "host_nic" if nic else kind, obj.pk, params["metrics"], since=since, until=params.get("until"), nic=nic
+        )
+        return Response(data)
+
+    history.__doc__ = summary
+    view = action(detail=True, methods=["get"], url_path="history", url_name="history")(history)
+    return extend_schema(parameters=[query_class], responses={200: HistorySerializer}, summary=summary)(view)
+
+
 class Pagination(LimitOffsetPagination):
     """LimitOffset (50 a page) with a ceiling: an unbounded ?limit= reached PostgreSQL as a
     LIMIT beyond bigint (a 500), and no client needs more than a thousand rows a page."""
@@ -95,7 +140,7 @@ class ServiceModelViewSet(viewsets.ModelViewSet):
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        serializer.save()
+        self.perform_create(serializer)
         return Response(self.saved_body(serializer, self.create_returns_job), status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, **kwargs):
@@ -122,6 +167,61 @@ class ServiceModelViewSet(viewsets.ModelViewSet):
         """202 Accepted with the Job that carries out the action."""
         job = Job.objects.prefetch_related("steps").get(pk=job.pk)
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class UserScopedMixin:
+    """A viewset that users who are not administrators may use too, within their object
+    permissions (inventory.permissions); administrators (staff) keep the whole admin API.
+
+    For any other active user:
+    - list and detail show only the rows `scope()` keeps: another user's object is a 404,
+      as if it did not exist (its existence is not told either);
+    - every other action needs the action group `user_actions[action]` on the object
+      (`permission_target()`: e.g. a snapshot's VM), checked in `get_object()`: a refusal is
+      a 403 saying why; an action not listed there is for administrators only;
+    - `perform_create()` may check the new object's parents (`check_create()`).
+    """
+
+    permission_classes = [IsAdministratorOrUser]
+    user_actions: dict[str, str] = {}
+    _open_actions = frozenset({"list", "retrieve", "create", "metadata"})
+
+    def is_administrator(self) -> bool:
+        return bool(self.request.user.is_staff)
+
+    def scope(self, queryset):  # pragma: no cover - each viewset says what a user sees
+        raise NotImplementedError
+
+    def permission_target(self, obj):
+        return obj
+
+    def check_create(self, serializer) -> None:
+        """Raise PermissionDenied when the user may not create this object (validated data)."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if not self.is_administrator() and self.action not in self._open_actions | set(self.user_actions):
+            raise PermissionDenied("Administrator rights are needed for this operation.")
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if getattr(self, "swagger_fake_view", False) or self.is_administrator():
+            return queryset
+        return self.scope(queryset)
+
+    def get_object(self):
+        obj = super().get_object()
+        action_group = self.user_actions.get(self.action)
+        if action_group and not self.is_administrator():
+            from ..permissions import check
+
+            check(self.request.user, action_group, self.permission_target(obj))
+        return obj
+
+    def perform_create(self, serializer) -> None:
+        if not self.is_administrator():
+            self.check_create(serializer)
+        serializer.save()
 
 
 class NoUpdateMixin:
@@ -187,6 +287,8 @@ class HostViewSet(ServiceModelViewSet):
 
         return self.job_response(deactivate_host(self.get_object(), user=request.user))
 
+    history = history_action("host", "Monitoring history of a host: CPU, memory, network")
+
 
 # Audit and users --------------------------------------------------------------------------
 
@@ -225,3 +327,51 @@ class UserViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ("is_staff", "is_active")
     search_fields = ("username", "first_name", "last_name", "email")
     ordering_fields = ("username", "date_joined", "last_login")
+
+
+# Roles, permissions, quotas ---------------------------------------------------------------
+
+
+class RoleViewSet(viewsets.ReadOnlyModelViewSet):
+    """oVirt's predefined roles: sets of action groups (read-only; seeded by a migration)."""
+
+    schema = ResourceSchema()
+    pagination_class = Pagination
+    queryset = Role.objects.prefetch_related("actions")
+    serializer_class = RoleSerializer
+    filterset_class = RoleFilterSet
+    search_fields = ("name", "description")
+    ordering_fields = ("name", "administrative")
+
+
+class PermissionViewSet(NoUpdateMixin, ServiceModelViewSet):
+    """Grants of roles to users and groups on the system, data centers, clusters, VMs and
+    templates; each holds on everything below its object. Created and removed, never changed."""
+
+    serializer_class = PermissionSerializer
+    filterset_class = PermissionFilterSet
+    ordering_fields = ("created_at", "object_type")
+
+    def get_queryset(self):
+        from ..permissions import with_object_names
+
+        return with_object_names(Permission.objects.select_related("user", "group", "role"))
+
+    def perform_remove(self, instance):
+        from ..services import revoke_permission
+
+        return revoke_permission(instance, user=self.request.user)
+
+
+class QuotaViewSet(ServiceModelViewSet):
+    """Limits on what the VMs a user owns add up to: vCPUs, memory, disk (empty: unlimited)."""
+
+    queryset = Quota.objects.select_related("user", "group")
+    serializer_class = QuotaSerializer
+    filterset_class = QuotaFilterSet
+    ordering_fields = ("created_at",)
+
+    def perform_remove(self, instance):
+        from ..services import remove_quota
+
+        return remove_quota(instance, user=self.request.user)

@@ -9,6 +9,7 @@ from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from compute.choices import VmStatus
+from compute.models import VirtualMachine
 from inventory import ingest
 from inventory.choices import HostStatus
 from inventory.models import Event, Host
@@ -36,8 +37,7 @@ def vm_report(*vms):
 
 @pytest.fixture(autouse=True)
 def _fresh_ingest_state():
-    ingest._boot_ids.clear()
-    ingest._heartbeat_written.clear()
+    ingest.forget_state()
 
 
 def test_a_heartbeat_is_recorded_and_the_intervals_come_back():
@@ -106,6 +106,147 @@ def test_stats_go_to_the_hot_cache():
     assert ingest.latest_stats("vm", vm.pk)["cpu_time_ns"] == 5
 
 
+def test_stats_reach_the_hosts_group_as_one_message_with_every_vm():
+    host = make_host()
+    vms = [make_vm(status=VmStatus.UP, run_on_host=host, cluster=host.cluster) for _ in range(3)]
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(f"host.{host.pk}", channel)
+    at = time.time()
+    stats = {
+        "kind": "stats",
+        "at": at,
+        "host": {"cpu": {"user_pct": 3.0}},
+        "vms": [{"vm_id": str(vm.pk), "name": vm.name, "status": "up", "cpu_time_ns": i} for i, vm in enumerate(vms)],
+    }
+    body = batch(stats)
+
+    assert ingest.handle(str(host.pk), body)[0] == 200
+
+    message = async_to_sync(layer.receive)(channel)
+    assert message["type"] == "host.stats"
+    payload = message["payload"]
+    assert (payload["id"], payload["at"], payload["sent_at"]) == (str(host.pk), at, body["sent_at"])
+    # What the agent sent, plus the rates the history module derives (none yet: one sample).
+    derived = {"cpu_pct", "mem_pct", "net_rx_bps", "net_tx_bps"}
+    assert {k: v for k, v in payload["host"].items() if k not in derived} == {
+        "id": str(host.pk),
+        "at": at,
+        "cpu": {"user_pct": 3.0},
+    }
+    assert payload["host"]["cpu_pct"] == 3.0
+    assert [{k: v for k, v in vm.items() if k not in derived} for vm in payload["vms"]] == [
+        {
+            "id": str(vm.pk),
+            "host_id": str(host.pk),
+            "at": at,
+            "vm_id": str(vm.pk),
+            "name": vm.name,
+            "status": "up",
+            "cpu_time_ns": i,
+        }  # fmt: skip
+        for i, vm in enumerate(vms)
+    ]
+    assert ingest.latest_stats("vm", vms[2].pk) == payload["vms"][2]
+
+
+def test_an_unchanged_report_is_compared_with_the_database_at_most_every_few_seconds(
+    django_assert_num_queries, monkeypatch
+):
+    vm = make_vm(status=VmStatus.UP)
+    host_id = str(vm.run_on_host_id)
+    running = {"id": str(vm.pk), "name": vm.name, "status": "up", "olvm": True}
+    ingest.handle(host_id, batch(vm_report(running)))
+
+    with django_assert_num_queries(0):
+        assert ingest.handle(host_id, batch(vm_report(running)))[0] == 200
+    monkeypatch.setattr(ingest, "REPORT_RECHECK_SECONDS", 0.0)
+    with django_assert_num_queries(1):
+        assert ingest.handle(host_id, batch(vm_report(running)))[0] == 200
+
+
+def test_a_changed_report_is_settled_at_once():
+    vm = make_vm(status=VmStatus.UP)
+    host_id = str(vm.run_on_host_id)
+    running = {"id": str(vm.pk), "name": vm.name, "status": "up", "olvm": True}
+    ingest.handle(host_id, batch(vm_report(running)))
+
+    ingest.handle(host_id, batch(vm_report({**running, "status": "paused"})))
+    vm.refresh_from_db()
+    assert vm.status == VmStatus.PAUSED
+
+
+def test_what_the_engine_changed_is_settled_by_the_next_report_after_the_recheck_time(monkeypatch):
+    vm = make_vm(status=VmStatus.UP)
+    host_id = str(vm.run_on_host_id)
+    running = {"id": str(vm.pk), "name": vm.name, "status": "up", "olvm": True}
+    ingest.handle(host_id, batch(vm_report(running)))
+    VirtualMachine.objects.filter(pk=vm.pk).update(status=VmStatus.PAUSED)
+
+    ingest.handle(host_id, batch(vm_report(running)))  # the same report moments later: not compared
+    assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.PAUSED
+    monkeypatch.setattr(ingest, "REPORT_RECHECK_SECONDS", 0.0)
+    ingest.handle(host_id, batch(vm_report(running)))
+    assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.UP
+
+
+def guest_infos(*vms):
+    return [
+        {"kind": "guest_info", "at": time.time(), "vm_id": str(vm.pk),
+         "info": {"guest_agent": "ok", "hostname": vm.name, "interfaces": [{"addresses": ["10.0.0.7/24"]}]}}
+        for vm in vms
+    ]  # fmt: skip
+
+
+def test_the_guest_information_of_a_batch_is_compared_in_one_query(django_assert_num_queries, monkeypatch):
+    host = make_host()
+    vms = [make_vm(status=VmStatus.UP, run_on_host=host, cluster=host.cluster) for _ in range(3)]
+    ingest.handle(str(host.pk), batch(*guest_infos(*vms)))
+    assert [VirtualMachine.objects.get(pk=vm.pk).guest_ips for vm in vms] == [["10.0.0.7"]] * 3
+
+    with django_assert_num_queries(0):  # the same facts moments later
+        assert ingest.handle(str(host.pk), batch(*guest_infos(*vms)))[0] == 200
+    monkeypatch.setattr(ingest, "GUEST_RECHECK_SECONDS", 0.0)
+    with django_assert_num_queries(1):
+        assert ingest.handle(str(host.pk), batch(*guest_infos(*vms)))[0] == 200
+
+
+def test_the_guest_facts_of_a_vm_that_went_down_and_up_again_come_back():
+    vm = make_vm(status=VmStatus.UP)
+    host_id = str(vm.run_on_host_id)
+    ingest.handle(host_id, batch(*guest_infos(vm)))
+
+    def event(status, name):
+        return {"kind": "vm_event", "at": time.time(), "vm_id": str(vm.pk), "name": vm.name, "status": status,
+                "event": name, "detail": "booted"}  # fmt: skip
+
+    ingest.handle(host_id, batch(event("down", "stopped")))
+    assert VirtualMachine.objects.get(pk=vm.pk).guest_ips == []  # cleared on the way down
+    ingest.handle(host_id, batch(event("up", "started")))
+    ingest.handle(host_id, batch(*guest_infos(vm)))  # the same facts as before it went down
+    assert VirtualMachine.objects.get(pk=vm.pk).guest_ips == ["10.0.0.7"]
+
+
+def test_a_host_marked_non_responsive_while_the_engine_knew_it_up_recovers_at_its_next_heartbeat():
+    host = make_host(status=HostStatus.UP)
+    ingest.handle(str(host.pk), batch(heartbeat()))  # the ingest has the host, Up
+    Host.objects.filter(pk=host.pk).update(status=HostStatus.NON_RESPONSIVE)  # the liveness sweep
+    ingest._heartbeat_written.clear()  # the next heartbeat is due
+
+    assert ingest.handle(str(host.pk), batch(heartbeat()))[0] == 200
+    assert Host.objects.get(pk=host.pk).status == HostStatus.UP
+    assert Event.objects.filter(host_id=host.pk, code="VDS_RECOVERED").count() == 1
+
+
+def test_a_removed_host_is_refused_once_its_row_is_read_again(monkeypatch):
+    host = make_host()
+    assert ingest.handle(str(host.pk), batch(heartbeat()))[0] == 200
+    Host.objects.filter(pk=host.pk).delete()
+
+    monkeypatch.setattr(ingest, "HOST_CACHE_SECONDS", 0.0)
+    assert ingest.handle(str(host.pk), batch(heartbeat()))[0] == 403
+
+
 def test_a_new_boot_id_is_an_agent_restart_in_the_audit_log_and_changes_no_vm():
     vm = make_vm(status=VmStatus.UP)
     host_id = str(vm.run_on_host_id)
@@ -116,6 +257,19 @@ def test_a_new_boot_id_is_an_agent_restart_in_the_audit_log_and_changes_no_vm():
     vm.refresh_from_db()
     assert vm.status == VmStatus.UP
     assert not Event.objects.filter(vm_id=vm.pk).exists()
+
+
+def test_an_agent_restart_is_one_event_whichever_listener_process_sees_it():
+    host = make_host()
+    ingest.handle(str(host.pk), batch(heartbeat(), boot_id="a"))
+    ingest.forget_state()  # another listener process, or this one restarted
+    ingest.handle(str(host.pk), batch(heartbeat(), boot_id="a"))
+    assert not Event.objects.filter(host_id=host.pk, code="VDS_AGENT_RESTARTED").exists()
+
+    ingest.handle(str(host.pk), batch(heartbeat(), boot_id="b"))
+    ingest.forget_state()
+    ingest.handle(str(host.pk), batch(heartbeat(), boot_id="b"))
+    assert Event.objects.filter(host_id=host.pk, code="VDS_AGENT_RESTARTED").count() == 1
 
 
 def test_a_database_outage_answers_503_so_the_agent_retries(monkeypatch):

@@ -192,3 +192,44 @@ def table_cells(row):
         if attrs is None:
             attrs = known[column.name] = column.attrs["td"].as_html()
         yield attrs, cell
+
+
+# Monitoring figures (the same text as static/olvm/live.js writes) ---------------------------
+
+
+def percent_text(value) -> str:
+    if value is None:
+        return "—"
+    value = float(value)
+    return f"{value:.1f} %" if value < 10 else f"{value:.0f} %"
+
+
+def rate_text(value) -> str:
+    """Bytes per second for people: 512 B/s, 1.5 KiB/s, 12 MiB/s."""
+    if value is None:
+        return "—"
+    number, unit = float(value), 0
+    units = ["B/s", "KiB/s", "MiB/s", "GiB/s"]
+    while number >= 1024 and unit < len(units) - 1:
+        number /= 1024
+        unit += 1
+    text = f"{number:.0f}" if unit == 0 or number >= 100 else f"{number:.1f}"
+    return f"{text} {units[unit]}"
+
+
+def stat_html(stat: str, usage: dict) -> str:
+    """The cell of a live figure: `cpu`, `memory` (percent) or `net` (received / sent)."""
+    if stat == "net":
+        if usage.get("net_rx") is None and usage.get("net_tx") is None:
+            return "—"
+        return format_html(
+            '<i class="bi bi-arrow-down-short"></i>{} <i class="bi bi-arrow-up-short"></i>{}',
+            rate_text(usage.get("net_rx")),
+            rate_text(usage.get("net_tx")),
+        )
+    return percent_text(usage.get(stat))
+
+
+@register.simple_tag
+def live_stat(stat, usage):
+    return stat_html(stat, usage or {})

@@ -108,7 +108,7 @@ def test_base_shows_tree_and_live_panes(user_client, seeded):
     assert f'data-job-id="{seeded["job"].pk}"' in body
     assert "VM web-01 was started by admin." in body
     assert "olvm/live.js" in body
-    assert '"path": "/ws/events/"' in body
+    assert '"path": "/ws/live/"' in body
 
 
 @pytest.mark.django_db

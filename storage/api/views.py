@@ -1,6 +1,6 @@
 """Viewsets of the storage API: storage domains, disks, disk attachments."""
 
-from inventory.api.views import ServiceModelViewSet, created_with_job
+from inventory.api.views import ServiceModelViewSet, created_with_job, history_action
 
 from ..filtersets import DiskAttachmentFilterSet, DiskFilterSet, StorageDomainFilterSet
 from ..models import Disk, DiskAttachment, StorageDomain
@@ -20,6 +20,8 @@ class StorageDomainViewSet(ServiceModelViewSet):
         from ..services import remove_storage_domain
 
         return remove_storage_domain(instance, user=self.request.user)
+
+    history = history_action("storage_domain", "Monitoring history of a storage domain: total and free bytes")
 
 
 @created_with_job(DiskSerializer)

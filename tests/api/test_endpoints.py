@@ -206,6 +206,7 @@ class TestUsers(ReadOnlyEndpointTests):
 class TestVms(APIViewTests):
     basename = "vm"
     model = VirtualMachine
+    user_scoped = True
     required_fields = {"cluster", "name"}
     create_event = "USER_ADD_VM"
     update_event = "USER_UPDATE_VM"
@@ -308,6 +309,7 @@ class TestInstanceTypes(APIViewTests):
 class TestSnapshots(APIViewTests):
     basename = "snapshot"
     model = Snapshot
+    user_scoped = True
     required_fields = {"vm", "description"}
     create_event = "USER_CREATE_SNAPSHOT"
     delete_event = "USER_REMOVE_SNAPSHOT"

@@ -9,6 +9,7 @@ driver with `"simulated": true`.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 
@@ -90,6 +91,11 @@ class Driver:
 
     def open_console(self, vm_id: str) -> ConsoleStream:
         raise Unsupported(f"The {self.name} driver has no console streams.")
+
+    def open_vnc(self, vm_id: str) -> socket.socket:
+        """A connected socket to the VM's VNC server (RFB starts with the server's greeting);
+        the server proxies it and closes it."""
+        raise Unsupported(f"The {self.name} driver has no VNC displays.")
 
     def close(self) -> None:
         pass

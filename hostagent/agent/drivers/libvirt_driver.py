@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -74,6 +75,7 @@ UNSUPPORTED_CODES = {
 }
 UNAVAILABLE_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
 SHUTDOWN_POLL = 0.25
+VNC_CONNECT_TIMEOUT = 5.0
 
 _loop_lock = threading.Lock()
 _loop_started = False
@@ -858,6 +860,31 @@ class LibvirtDriver(Driver):
                 raise
         return LibvirtConsole(stream)
 
+    def open_vnc(self, vm_id: str) -> socket.socket:
+        """Connect to the VNC server QEMU runs for the VM, at the port and address of its live
+        definition (autoport: libvirt picks the port when the VM starts)."""
+        dom = self._dom(vm_id)
+        with self._libvirt(f"Reading the VNC display of VM {vm_id}"):
+            self._require(dom, vm_id, ("up", "paused"), "open the VNC display of")
+            xml = dom.XMLDesc(0)
+        endpoint = vnc_endpoint(xml, self.config.graphics_listen)
+        if endpoint is None:
+            raise Conflict(f"VM {vm_id} has no VNC display (its console type has no graphics).")
+        family, address = endpoint
+        if family != socket.AF_UNIX and address[1] <= 0:
+            raise Unavailable(f"The VNC display of VM {vm_id} has no port yet.")
+        where = address if family == socket.AF_UNIX else f"{address[0]}:{address[1]}"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(VNC_CONNECT_TIMEOUT)
+            sock.connect(address)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            sock.close()
+            raise Unavailable(f"Cannot reach the VNC display of VM {vm_id} at {where}: {exc}") from None
+        return sock
+
     # Images and storage domains (qemu-img, no libvirt involved) -----------------------------------
 
     def image_create(self, image: dict) -> dict:
@@ -877,6 +904,26 @@ class LibvirtDriver(Driver):
 
     def storage_domain_stats(self, domain: dict) -> dict:
         return self.store.domain_stats(domain)
+
+
+def vnc_endpoint(xml: str, graphics_listen: str) -> tuple[int, str | tuple[str, int]] | None:
+    """Where the VNC server of a running domain listens, from its live XML: (AF_UNIX, path)
+    for a socket listen, else (AF_INET or AF_INET6, (address, port)) with port -1 while none
+    is assigned; None when the domain has no VNC graphics. A wildcard listen address is
+    reached on the loopback address of its family."""
+    graphics = ET.fromstring(xml).find("devices/graphics[@type='vnc']")
+    if graphics is None:
+        return None
+    listen = graphics.find("listen")
+    if listen is not None and listen.get("type") == "socket" and listen.get("socket"):
+        return socket.AF_UNIX, listen.get("socket")
+    address = (listen.get("address") if listen is not None else None) or graphics.get("listen") or graphics_listen
+    address = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)  # noqa: S104
+    try:
+        port = int(graphics.get("port") or -1)
+    except ValueError:
+        port = -1
+    return (socket.AF_INET6 if ":" in address else socket.AF_INET), (address, port)
 
 
 def ensure_bridge(name: str, mtu: int | None = None, ip: str = "ip") -> dict:

@@ -18,7 +18,7 @@ import threading
 import time
 
 from .. import AGENT_VERSION, domxml
-from ..errors import Conflict, InvalidParams, NotFound
+from ..errors import Conflict, InvalidParams, NotFound, Unsupported
 from ..images import ImageStore
 from . import ConsoleStream, Driver, check_balloon, check_disk_paths
 
@@ -58,6 +58,7 @@ class SimDriver(Driver):
         super().__init__(config, events)
         self.host_name = config.host_name or socket.gethostname()
         self.seed = int(hashlib.sha256(self.host_name.encode()).hexdigest()[:8], 16)
+        self.hardware = simulated_hardware(self.host_name)
         self.store = ImageStore(
             config.storage_roots,
             state_dir=config.effective_state_dir,
@@ -72,22 +73,31 @@ class SimDriver(Driver):
         self._bridges: set[str] = set()
         self._started = time.monotonic()
 
+    def preload(self, specs: list[dict]) -> None:
+        """Domains already running when the agent starts (a simulated host brought up with
+        its VMs, `hostagent/simulate.py`): validated `create_vm` specs, no lifecycle events."""
+        for spec in specs:
+            xml = domxml.build_domain_xml(
+                spec,
+                kvm=False,
+                disk_path=self.store.disk_path,
+                graphics_listen=self.config.graphics_listen,
+                disk_cache=self.config.disk_cache,
+            )
+            with self._lock:
+                self._check_name(spec)
+                self._vms[spec["id"]] = self._new_vm(spec, xml, "up")
+
     # Host -------------------------------------------------------------------------------------
 
     def ping(self) -> dict:
         return {"ok": True, "agent_version": AGENT_VERSION, "driver": self.name, "time": _now()}
 
     def capabilities(self) -> dict:
-        sockets = 2
-        cores = sockets * (8 + self.seed % 3 * 4)
         return {
             "hostname": f"{self.host_name}.simulated",
-            "cpu_model": "Simulated CPU (no hypervisor)",
+            **self.hardware,
             "cpu_arch": "x86_64",
-            "cpu_sockets": sockets,
-            "cpu_cores": cores,
-            "cpu_threads": cores * 2,
-            "memory_mib": (64 + self.seed % 4 * 64) * 1024,
             "libvirt_version": "simulated",
             "qemu_version": "simulated",
             "hypervisor": "simulated",
@@ -103,7 +113,7 @@ class SimDriver(Driver):
         with self._lock:
             running = [v for v in self._vms.values() if v["status"] in ("up", "paused")]
             used = sum(v["memory_mib"] for v in running)
-        total = self.capabilities()["memory_mib"]
+        total = self.hardware["memory_mib"]
         return {
             "time": _now(),
             "cpu": {"user_pct": 2.0 + len(running), "system_pct": 1.0, "idle_pct": 97.0 - len(running)},
@@ -336,6 +346,15 @@ class SimDriver(Driver):
             name = vm["spec"]["name"]
         return SimConsole(f"OLVM simulated serial console of VM {name} (no hypervisor)\r\n".encode())
 
+    def open_vnc(self, vm_id: str) -> socket.socket:
+        with self._lock:
+            vm = self._vm(vm_id)
+            self._require(vm, ("up", "paused"), "open the VNC display of")
+        raise Unsupported(
+            f"VM {vm_id} runs on a simulated host: nothing draws a screen, so there is no VNC display "
+            "(its serial console works)."
+        )
+
     # Images --------------------------------------------------------------------------------------
 
     def image_create(self, image: dict) -> dict:
@@ -515,6 +534,21 @@ class SimDriver(Driver):
             name = vm["spec"]["name"] if vm else vm_id
         payload = {"vm_id": vm_id, "name": name, "status": status, "event": event, "detail": detail}
         self.events.emit("vm_event", payload)
+
+
+def simulated_hardware(host_name: str) -> dict:
+    """The CPUs and memory a simulated host reports, derived from its name (the engine
+    records the same figures for hosts it creates for a simulator)."""
+    seed = int(hashlib.sha256(host_name.encode()).hexdigest()[:8], 16)
+    sockets = 2
+    cores = sockets * (8 + seed % 3 * 4)
+    return {
+        "cpu_model": "Simulated CPU (no hypervisor)",
+        "cpu_sockets": sockets,
+        "cpu_cores": cores,
+        "cpu_threads": cores * 2,
+        "memory_mib": (64 + seed % 4 * 64) * 1024,
+    }
 
 
 def _now() -> str:

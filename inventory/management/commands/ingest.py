@@ -32,6 +32,13 @@ class Command(BaseCommand):
             help="Listen here instead of OLVM_INGEST_LISTEN (repeatable).",
         )
         parser.add_argument("--workers", type=int, default=4, help="Threads applying reports (default 4).")
+        parser.add_argument(
+            "--max-connections",
+            type=int,
+            default=1000,
+            help="Agent connections kept open at most (default 1000): give at least the number of hosts.",
+        )
+        parser.add_argument("--reuse-port", action="store_true", help="Share the port with other listener processes.")
 
     def handle(self, *args, **options):
         listen = ingest_listen()
@@ -52,6 +59,8 @@ class Command(BaseCommand):
             key_file=certs.key_file,
             ca_file=certs.ca_file,
             executor_workers=options["workers"],
+            max_connections=options["max_connections"],
+            reuse_port=options["reuse_port"],
         )
         try:
             server.start()
