@@ -60,6 +60,8 @@ VNC_UPGRADE = "olvm-vnc"
 CONSOLE_KINDS = {"serial": (CONSOLE_PREFIX, CONSOLE_UPGRADE), "vnc": (VNC_PREFIX, VNC_UPGRADE)}
 DEADLINE_HEADER = "OLVM-Deadline"
 CONSOLE_TICKET_TTL = 30.0
+LINGER_BYTES = 4 * 1024 * 1024  # read and dropped after refusing an oversized body
+LINGER_SECONDS = 2.0
 
 
 def server_ssl_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
@@ -301,11 +303,14 @@ class AgentRequestHandler(http.server.BaseHTTPRequestHandler):
             return self._reply(400, _error(None, INVALID_REQUEST, "Content-Length must be a number"), close=True)
         limit = self.server.config.max_request_bytes
         if length > limit:
-            return self._reply(
+            self._reply(
                 413,
                 _error(None, INVALID_REQUEST, f"The request body ({length} bytes) exceeds the limit of {limit}"),
                 close=True,
             )
+            # A lingering close: let the client finish sending (bounded) so the refusal is
+            # not lost to a connection reset while its body is still on the wire.
+            return self._discard(min(length, LINGER_BYTES), LINGER_SECONDS)
         try:
             body = self._read_exact(length)
         except TimeoutError:
@@ -358,6 +363,19 @@ class AgentRequestHandler(http.server.BaseHTTPRequestHandler):
             chunks.append(chunk)
             remaining -= len(chunk)
         return b"".join(chunks)
+
+    def _discard(self, length: int, seconds: float) -> None:
+        self.wfile.flush()
+        deadline = time.monotonic() + seconds
+        try:
+            while length > 0 and time.monotonic() < deadline:
+                self.connection.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = self.rfile.read1(min(length, 65536))
+                if not chunk:
+                    break
+                length -= len(chunk)
+        except (OSError, ValueError):
+            pass
 
     def _reply(self, status: int, payload, *, close: bool = False, headers: dict | None = None) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
