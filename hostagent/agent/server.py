@@ -370,7 +370,8 @@ class AgentRequestHandler(http.server.BaseHTTPRequestHandler):
         try:
             while length > 0 and time.monotonic() < deadline:
                 self.connection.settimeout(max(0.05, deadline - time.monotonic()))
-                chunk = self.rfile.read1(min(length, 65536))
+                read = getattr(self.rfile, "read1", self.rfile.read)  # unbuffered: a raw read
+                chunk = read(min(length, 65536))
                 if not chunk:
                     break
                 length -= len(chunk)

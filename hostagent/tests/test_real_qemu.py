@@ -5,6 +5,7 @@ in a few seconds under software emulation. Skipped where QEMU or the guest image
 (scripts/build-guest-image.sh builds the image)."""
 
 import shutil
+import struct
 import tempfile
 import time
 import uuid
@@ -169,3 +170,58 @@ def test_a_real_guest_through_every_vm_verb(real):
 
     assert client.undefine_vm(vm_id)["existed"] is True
     assert client.image_remove(extra)["existed"] is True
+
+
+# VNC through the agent (same embedded driver: libvirt allows one per process) ---------------
+
+
+def recv_exactly(sock, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def test_the_vnc_display_of_a_real_guest_through_the_agent(real):
+    client, sd = real
+    disk = {"id": str(uuid.uuid4()), "storage_domain": sd, "backing_id": TEMPLATE_ID}
+    client.image_clone(disk)
+    vm_id = str(uuid.uuid4())
+    client.create_vm(
+        {
+            "id": vm_id,
+            "name": "tiny-vnc",
+            "vcpus": 1,
+            "memory_mib": 128,
+            "console_type": "vnc",
+            "kernel": str(IMAGES / "vmlinuz"),
+            "initrd": str(IMAGES / "initrd.img"),
+            "cmdline": "console=ttyS0 quiet",
+            "disks": [{"id": disk["id"], "storage_domain": sd, "bootable": True}],
+        }
+    )
+
+    sock = client.open_vnc(vm_id)
+    try:
+        sock.settimeout(15)
+        assert recv_exactly(sock, 12) == b"RFB 003.008\n"
+        sock.sendall(b"RFB 003.008\n")
+        (count,) = recv_exactly(sock, 1)
+        assert 1 in recv_exactly(sock, count)  # security type None: only the engine reaches this port
+        sock.sendall(b"\x01")
+        assert recv_exactly(sock, 4) == b"\x00\x00\x00\x00"  # SecurityResult OK
+        sock.sendall(b"\x01")  # ClientInit, shared
+        width, height = struct.unpack(">HH", recv_exactly(sock, 4))
+        recv_exactly(sock, 16)  # the pixel format
+        (name_length,) = struct.unpack(">I", recv_exactly(sock, 4))
+        name = recv_exactly(sock, name_length)
+    finally:
+        sock.close()
+
+    assert width > 0 and height > 0
+    assert name == b"QEMU (tiny-vnc)"
+    client.destroy_vm(vm_id)
+    client.undefine_vm(vm_id)
+    client.image_remove(disk)
