@@ -6,6 +6,7 @@ away from the Redis db of a running `make run` by choosing another index.
 """
 
 import os
+import sys
 
 import pytest
 
@@ -66,3 +67,14 @@ def user_client(admin_user):
     client = Client()
     client.force_login(admin_user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _history_buffer_per_test():
+    """Samples a test buffered for the monitoring history but did not flush are dropped with
+    it: they belong to its database, which is gone by the time the process exits."""
+    yield
+    if "inventory.history" in sys.modules:
+        from inventory import history
+
+        history.forget()

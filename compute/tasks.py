@@ -85,9 +85,9 @@ def vm_action_task(job_id: str, vm_id: str, action: str) -> None:
     success, on_failure = OUTCOME[action]
 
     def work(progress: JobProgress) -> None:
+        # Step 1 started with the Job: nothing is written before the host is asked.
         vm = VirtualMachine.objects.select_related("run_on_host").get(pk=vm_id)
         host = vm.run_on_host
-        progress.step(1)
         try:
             if host is None:
                 if action == "stop" and vm.status == VmStatus.SUSPENDED:
@@ -130,8 +130,7 @@ def vm_action_task(job_id: str, vm_id: str, action: str) -> None:
                     correlation_id=job_id,
                 )
             raise
-        if len(progress.job().steps.all()) > 1:
-            progress.step(2)
+        # The outcome first, where the portal and the API look; the Job's steps end after it.
         with transaction.atomic():
             vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
             keeps_host = success in (VmStatus.UP, VmStatus.PAUSED)

@@ -6,10 +6,12 @@
 
 import datetime
 import functools
+import uuid
 from collections.abc import Sequence
 
 from django.db import models, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .choices import EventSeverity, JobStatus, ObjectType, StepStatus
@@ -154,11 +156,25 @@ def create_job(
     action_type: str, description: str, *, user=None, obj: models.Model | None = None, steps: Sequence[str] = ()
 ) -> Job:
     fields = _user_fields(user)
-    job = Job.objects.create(action_type=action_type, description=description, owner=fields["user"], **object_refs(obj))
-    job.correlation_id = str(job.pk)
-    job.save(update_fields=["correlation_id"])
+    job_id = uuid.uuid4()
+    job = Job.objects.create(
+        id=job_id,
+        correlation_id=str(job_id),
+        action_type=action_type,
+        description=description,
+        owner=fields["user"],
+        **object_refs(obj),
+    )
+    # The Job is under way from now on (queued for a worker), and so is its first step: the
+    # task need not spend a commit on saying so before it reaches the host.
+    now = timezone.now()
     rows = Step.objects.bulk_create(
-        [Step(job=job, number=number, description=text) for number, text in enumerate(steps, start=1)]
+        [
+            Step(job=job, number=number, description=text)
+            if number > 1
+            else Step(job=job, number=number, description=text, status=StepStatus.STARTED, started_at=now)
+            for number, text in enumerate(steps, start=1)
+        ]
     )
     publish(JOBS_GROUP, "job.updated", job_payload(job, rows))
     return job
@@ -206,7 +222,7 @@ class JobProgress:
     def finish(self) -> None:
         now = timezone.now()
         Step.objects.filter(job_id=self.job_id).exclude(status=StepStatus.FINISHED).update(
-            status=StepStatus.FINISHED, progress=100, ended_at=now
+            status=StepStatus.FINISHED, progress=100, started_at=Coalesce("started_at", Value(now)), ended_at=now
         )
         Job.objects.filter(pk=self.job_id, status=JobStatus.STARTED).update(
             status=JobStatus.FINISHED, progress=100, ended_at=now, updated_at=now

@@ -133,6 +133,13 @@ class ServiceModelViewSet(viewsets.ModelViewSet):
     def perform_remove(self, instance: models.Model) -> Job | None:  # pragma: no cover
         raise NotImplementedError(f"{type(self).__name__} must remove through a service function.")
 
+    def filter_queryset(self, queryset):
+        # Filters, search and ordering choose the rows of a list; an object named by the id
+        # in its URL is found (or is a 404) whatever the query string says, without them.
+        if self.detail:
+            return queryset
+        return super().filter_queryset(queryset)
+
     def reread(self, obj: models.Model) -> models.Model:
         """The object fetched again with the viewset's select/prefetch, as a list row shows it."""
         return self.get_queryset().filter(pk=obj.pk).first() or obj
