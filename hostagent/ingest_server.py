@@ -47,6 +47,7 @@ MAX_MESSAGES = 10_000
 MAX_VMS = 5_000
 MAX_NAME = 255  # VM and host names
 MAX_WORD = 64  # event and detail names, agent version and driver, boot_id
+MAX_HOST_NICS = 1_024  # host NICs in a stats message
 KINDS = ("heartbeat", "vm_report", "vm_event", "stats", "guest_info")
 CLOSE_TIMEOUT = 5.0
 
@@ -117,7 +118,19 @@ def validate_message(message, field: str = "message") -> None:
         _text(message.get("event"), f"{field}.event", MAX_WORD)
         _text(message.get("detail"), f"{field}.detail", MAX_WORD, allow_empty=True)
     elif kind == "stats":
-        _check(isinstance(message.get("host"), dict), f"{field}.host", "must be an object")
+        host = message.get("host")
+        _check(isinstance(host, dict), f"{field}.host", "must be an object")
+        if "nics" in host:  # the host's NIC byte counters (a host libvirt reaches remotely has none)
+            for j, nic in enumerate(_list(host["nics"], f"{field}.host.nics", MAX_HOST_NICS)):
+                where = f"{field}.host.nics[{j}]"
+                _check(isinstance(nic, dict), where, "must be an object")
+                _text(nic.get("name"), f"{where}.name", MAX_WORD)
+                for key in ("rx_bytes", "tx_bytes"):
+                    value = nic.get(key)
+                    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                    _check(ok, f"{where}.{key}", "must be an integer >= 0")
+                if "bridge" in nic:
+                    _check(isinstance(nic["bridge"], bool), f"{where}.bridge", "must be true or false")
         for j, vm in enumerate(_list(message.get("vms"), f"{field}.vms", MAX_VMS)):
             where = f"{field}.vms[{j}]"
             _check(isinstance(vm, dict), where, "must be an object")

@@ -182,7 +182,7 @@ class _Recorder:
         vm_rows, nic_rows = [], []
         with self.lock:
             previous = self.previous
-            # Host NICs (when the agent reports their counters): per NIC and in total.
+            # Host NICs (when the agent reports their counters): per NIC, and in total but for bridges.
             nics = host_sample.get("nics")
             host_rx = host_tx = None
             for nic in nics if isinstance(nics, list) else ():
@@ -194,12 +194,14 @@ class _Recorder:
                 previous[key] = (at, rx, tx)
                 rx_bps, tx_bps = _round(_rate(at, rx, before, 1)), _round(_rate(at, tx, before, 2))
                 nic["rx_bps"], nic["tx_bps"] = rx_bps, tx_bps
+                if before is not None:
+                    nic_rows.append((host_id, key[2], when, rx_bps, tx_bps))
+                if nic.get("bridge") is True:
+                    continue  # what a bridge carries also crosses its ports: not counted twice in the total
                 if rx_bps is not None:
                     host_rx = (host_rx or 0.0) + rx_bps
                 if tx_bps is not None:
                     host_tx = (host_tx or 0.0) + tx_bps
-                if before is not None:
-                    nic_rows.append((host_id, key[2], when, rx_bps, tx_bps))
             host_sample["net_rx_bps"], host_sample["net_tx_bps"] = _round(host_rx), _round(host_tx)
             # VMs: CPU time against the vCPUs' capacity, memory held on the host, traffic of all vNICs.
             get_previous = previous.get

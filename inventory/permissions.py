@@ -22,6 +22,8 @@ superusers hold SuperUser everywhere; inactive and anonymous users hold nothing.
 other object with a `data_center` inherits from it: a storage domain, a network).
 """
 
+from collections.abc import Callable
+
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import BooleanField, Case, CharField, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
@@ -203,26 +205,33 @@ def _ids(user_grants: QuerySet[Permission], object_type: str) -> QuerySet:
     return user_grants.filter(object_type=object_type).values("object_id")
 
 
+def _visible(user, action: str, model, queryset: QuerySet | None, where: Callable[[QuerySet[Permission]], Q]):
+    """`queryset` (all of `model`'s rows when None) narrowed to what `user` may do `action` on:
+    nothing for an inactive or anonymous user, everything for a superuser, else the rows
+    `where(grants)` selects, given the user's grants of `action` (not evaluated)."""
+    queryset = model.objects.all() if queryset is None else queryset
+    if not _active(user):
+        return queryset.none()
+    if user.is_superuser:
+        return queryset
+    return queryset.filter(where(grants(user, action)))
+
+
 def visible_vms(user, action: str = ActionGroup.VM_VIEW, queryset: QuerySet | None = None) -> QuerySet:
     """The VMs on which `user` may do `action`: granted on the system, their data center,
     their cluster or themselves, or owned by the user (for UserRole's actions)."""
     from compute.models import VirtualMachine
 
-    queryset = VirtualMachine.objects.all() if queryset is None else queryset
-    if not _active(user):
-        return queryset.none()
-    if user.is_superuser:
-        return queryset
-    mine = grants(user, action)
-    where = (
-        Q(Exists(mine.filter(object_type=SYSTEM)))
-        | Q(data_center_id__in=_ids(mine, DATA_CENTER))
-        | Q(cluster_id__in=_ids(mine, CLUSTER))
-        | Q(pk__in=_ids(mine, VM))
-    )
-    if action in OWNER_ACTIONS:
-        where |= Q(owner_id=user.pk)
-    return queryset.filter(where)
+    def where(mine: QuerySet[Permission]) -> Q:
+        found = (
+            Q(Exists(mine.filter(object_type=SYSTEM)))
+            | Q(data_center_id__in=_ids(mine, DATA_CENTER))
+            | Q(cluster_id__in=_ids(mine, CLUSTER))
+            | Q(pk__in=_ids(mine, VM))
+        )
+        return (found | Q(owner_id=user.pk)) if action in OWNER_ACTIONS else found
+
+    return _visible(user, action, VirtualMachine, queryset, where)
 
 
 def visible_templates(user, action: str = ActionGroup.TEMPLATE_VIEW, queryset: QuerySet | None = None) -> QuerySet:
@@ -231,36 +240,29 @@ def visible_templates(user, action: str = ActionGroup.TEMPLATE_VIEW, queryset: Q
     or their base template."""
     from compute.models import Template
 
-    queryset = Template.objects.all() if queryset is None else queryset
-    if not _active(user):
-        return queryset.none()
-    if user.is_superuser:
-        return queryset
-    mine = grants(user, action)
-    where = (
-        Q(Exists(mine.filter(object_type=SYSTEM)))
-        | Q(cluster_id__in=Cluster.objects.filter(data_center_id__in=_ids(mine, DATA_CENTER)).values("pk"))
-        | Q(cluster_id__in=_ids(mine, CLUSTER))
-        | Q(pk__in=_ids(mine, TEMPLATE))
-        | Q(base_template_id__in=_ids(mine, TEMPLATE))
-    )
-    return queryset.filter(where)
+    def where(mine: QuerySet[Permission]) -> Q:
+        return (
+            Q(Exists(mine.filter(object_type=SYSTEM)))
+            | Q(cluster_id__in=Cluster.objects.filter(data_center_id__in=_ids(mine, DATA_CENTER)).values("pk"))
+            | Q(cluster_id__in=_ids(mine, CLUSTER))
+            | Q(pk__in=_ids(mine, TEMPLATE))
+            | Q(base_template_id__in=_ids(mine, TEMPLATE))
+        )
+
+    return _visible(user, action, Template, queryset, where)
 
 
 def visible_clusters(user, action: str = ActionGroup.INVENTORY_VIEW, queryset: QuerySet | None = None) -> QuerySet:
     """The clusters on which `user` may do `action` (e.g. `vm.create`)."""
-    queryset = Cluster.objects.all() if queryset is None else queryset
-    if not _active(user):
-        return queryset.none()
-    if user.is_superuser:
-        return queryset
-    mine = grants(user, action)
-    where = (
-        Q(Exists(mine.filter(object_type=SYSTEM)))
-        | Q(data_center_id__in=_ids(mine, DATA_CENTER))
-        | Q(pk__in=_ids(mine, CLUSTER))
-    )
-    return queryset.filter(where)
+
+    def where(mine: QuerySet[Permission]) -> Q:
+        return (
+            Q(Exists(mine.filter(object_type=SYSTEM)))
+            | Q(data_center_id__in=_ids(mine, DATA_CENTER))
+            | Q(pk__in=_ids(mine, CLUSTER))
+        )
+
+    return _visible(user, action, Cluster, queryset, where)
 
 
 # The objects permissions are granted on ------------------------------------------------------

@@ -211,9 +211,11 @@ CHANNEL_LAYERS = {
 }
 
 REST_FRAMEWORK = {
+    # Token first: the first class names the scheme of WWW-Authenticate, so a missing or bad
+    # token is a 401 that says "Token" (with SessionAuthentication first DRF answers 403).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["inventory.api.permissions.IsAdministrator"],
     "DEFAULT_FILTER_BACKENDS": [

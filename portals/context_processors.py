@@ -1,4 +1,5 @@
-"""What every portal page shows around its content: the system tree and the bottom panes.
+"""What every portal page shows around its content: the system tree and the bottom panes
+(administration portal), and the live updates' settings (both portals).
 
 Both are computed lazily, on first use by `base.html`, and with a fixed number of
 queries whatever the size of the inventory. The tree of a page holds the data centers and
@@ -324,42 +325,61 @@ class PortalChrome:
 
     @cached_property
     def live_config(self) -> dict:
-        """What static/olvm/live.js needs: the websocket path, the time the page was drawn (its
-        first catch-up starts there), styles, labels and URL patterns, the events pane's filter."""
-        from storage.choices import StorageDomainStatus
-
-        zero = uuid.UUID(int=0)
-        page_obj = self.page_object
+        """What static/olvm/live.js needs on an administration page: the common part, the
+        object of the page, the events pane's filter."""
         return {
-            "path": "/ws/live/",
-            "renderedAt": timezone.now().astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            **base_live_config({**OBJECT_URLS, "job": "portals:job-detail"}, self.page_object),
             "maxEvents": PANE_EVENTS,
             "maxJobs": PANE_JOBS,
-            "statusStyles": STATUS_STYLES,
             "severityStyles": SEVERITY_STYLES,
             "severityOrder": list(SEVERITY_ORDER),
-            "statusLabels": {
-                **dict(StorageDomainStatus.choices),
-                **dict(HostStatus.choices),
-                **dict(VmStatus.choices),
-                **dict(JobStatus.choices),
-            },
-            "runningStatuses": sorted(RUNNING),
-            "pageObject": {"kind": page_obj[0], "id": str(page_obj[1])} if page_obj else None,
             "pageObjectFields": PAGE_OBJECT_FIELDS,
             "paneFilter": {"severity": self.pane_filter.severity, "scope": self.pane_filter.scope},
             "paneFilterCookie": PANE_FILTER_COOKIE,
             "paneEventsUrl": reverse("portals:pane-events"),
-            "urls": {
-                kind: reverse(name, args=[zero]).replace(str(zero), "{id}")
-                for kind, name in {**OBJECT_URLS, "job": "portals:job-detail"}.items()
-            },
         }
+
+
+class VmPortalChrome:
+    """What `vm_portal/base.html` draws around a VM portal page: its live updates (VM statuses
+    and guest facts of the VMs the page shows; no panes, no tree)."""
+
+    def __init__(self, request):
+        self.request = request
+
+    @cached_property
+    def live_config(self) -> dict:
+        return base_live_config({"vm": "vm_portal:vm-detail"}, getattr(self.request, "olvm_page_object", None))
+
+
+def base_live_config(urls: dict[str, str], page_obj: tuple[str, uuid.UUID] | None) -> dict:
+    """What static/olvm/live.js needs on any page: the websocket path, the time the page was
+    drawn (its first catch-up starts there), status styles and labels, the object of a detail
+    page, and the pattern of each kind's page (`urls`: kind -> URL name taking the id)."""
+    from storage.choices import StorageDomainStatus
+
+    zero = uuid.UUID(int=0)
+    return {
+        "path": "/ws/live/",
+        "renderedAt": timezone.now().astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "statusStyles": STATUS_STYLES,
+        "statusLabels": {
+            **dict(StorageDomainStatus.choices),
+            **dict(HostStatus.choices),
+            **dict(VmStatus.choices),
+            **dict(JobStatus.choices),
+        },
+        "runningStatuses": sorted(RUNNING),
+        "pageObject": {"kind": page_obj[0], "id": str(page_obj[1])} if page_obj else None,
+        "urls": {kind: reverse(name, args=[zero]).replace(str(zero), "{id}") for kind, name in urls.items()},
+    }
 
 
 def portal(request):
     user = getattr(request, "user", None)
     context = {"portal_name": "OLVM", "navigation": NAVIGATION}
-    if user is not None and user.is_authenticated and user.is_staff:
-        context["chrome"] = PortalChrome(request)
+    if user is not None and user.is_authenticated:
+        context["vm_portal_chrome"] = VmPortalChrome(request)
+        if user.is_staff:
+            context["chrome"] = PortalChrome(request)
     return context

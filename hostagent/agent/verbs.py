@@ -378,7 +378,7 @@ VERBS: dict[str, Verb] = _verbs(
     # Host
     Verb("ping", {}, "Is the agent alive; its version, driver and verbs."),
     Verb("capabilities", {}, "CPU, memory, versions, hostname, NICs, storage roots, whether KVM really works."),
-    Verb("host_stats", {}, "CPU and memory use of the host, load, running VMs."),
+    Verb("host_stats", {}, "CPU and memory use of the host, load, running VMs, NIC byte counters."),
     # VM lifecycle
     Verb("vm_list", {}, "Every VM defined on the host, OLVM's or not, with its status."),
     Verb("create_vm", {"spec": F(VM_SPEC)}, "Define the VM from its spec and start it."),

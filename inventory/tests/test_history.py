@@ -117,6 +117,38 @@ def test_flush_writes_one_row_per_sample_with_its_values():
     assert (nic.name, nic.rx_bps, nic.tx_bps, nic.resolution) == ("eth0", 1000.0, 0.0, SampleResolution.RAW)
 
 
+def test_the_host_rate_sums_its_nics_but_bridges_and_a_reset_counter_gives_that_nic_no_rate():
+    host_id = uuid.uuid4()
+    first = host_stats(host_id, T0, nics=[("eth0", 10_000, 4_000), ("eth1", 50_000, 4_000), ("ovirtmgmt", 0, 0)])
+    first["nics"][2]["bridge"] = True
+    history.record_samples(first, [])
+
+    # 10 s later: eth0 +20,000 / +1,000 bytes, eth1's counter went back (the driver reloaded),
+    # the bridge carried what also crossed eth0.
+    second = host_stats(host_id, T0 + 10, nics=[("eth0", 30_000, 5_000), ("eth1", 700, 300), ("ovirtmgmt", 8_000, 500)])
+    second["nics"][2]["bridge"] = True
+    history.record_samples(second, [])
+
+    assert [(n["name"], n["rx_bps"], n["tx_bps"]) for n in second["nics"]] == [
+        ("eth0", 2000.0, 100.0),
+        ("eth1", None, None),
+        ("ovirtmgmt", 800.0, 50.0),
+    ]
+    assert (second["net_rx_bps"], second["net_tx_bps"]) == (2000.0, 100.0)
+    assert history.flush() == 2 + 3  # two host rows; the NICs have rows from their second sample
+    assert list(
+        HostSample.objects.filter(host_id=host_id).order_by("time").values_list("net_rx_bps", "net_tx_bps")
+    ) == [
+        (None, None),
+        (2000.0, 100.0),
+    ]
+    assert sorted(HostNicSample.objects.filter(host_id=host_id).values_list("name", "rx_bps", "tx_bps")) == [
+        ("eth0", 2000.0, 100.0),
+        ("eth1", None, None),
+        ("ovirtmgmt", 800.0, 50.0),
+    ]
+
+
 def test_a_nic_name_with_odd_characters_is_written_as_it_is():
     host_id, name = uuid.uuid4(), "br\\0\tx"
     history.record_samples(host_stats(host_id, T0, nics=[(name, 0, 0)]), [])

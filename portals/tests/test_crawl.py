@@ -1,12 +1,16 @@
-"""A crawler follows every link of the administration portal from the dashboard: no page
-answers 5xx and no link is broken (404). Destructive actions are only GET-rendered (their
-confirmation pages); nothing is POSTed."""
+"""A crawler follows every link of the administration portal from the dashboard, and of the
+VM portal as a VM user: no page answers 5xx and no link is broken (404); the VM user reaches
+nothing of the administration portal nor another user's VM. Destructive actions are only
+GET-rendered (their confirmation pages); nothing is POSTed."""
 
 import re
 from collections import deque
 from urllib.parse import urljoin, urlsplit
 
 import pytest
+from django.test import Client
+
+from tests.factories import grant, make_user, make_vm
 
 HREF = re.compile(r'href="([^"#]+)"')
 SKIP = ("/logout/", "/static/", "/api/schema/", "/ws/")
@@ -62,3 +66,57 @@ def test_every_admin_portal_page_reachable_from_the_dashboard_renders(user_clien
     vm = seeded["vm"]
     assert f"/vms/{vm.pk}/" in paths
     assert any(p.startswith(f"/vms/{vm.pk}/") and p.endswith("/edit/") for p in paths)
+
+
+@pytest.fixture
+def vm_user(seeded):
+    """A VM portal user: UserRole on the seeded VM web-01, nothing else."""
+    user = make_user("vm-user")
+    grant(user, "UserRole", seeded["vm"])
+    return user
+
+
+@pytest.mark.django_db
+def test_a_vm_user_crawling_the_vm_portal_stays_in_it_and_is_refused_the_admin_portal(user_client, seeded, vm_user):
+    admin_pages, _ = crawl(user_client)
+    theirs = make_vm(seeded["cluster"], name="someone-elses", owner=make_user("someone"))
+    client = Client()
+    client.force_login(vm_user)
+
+    seen, broken = crawl(client, "/vm-portal/")
+
+    assert broken == []
+    # Every link of the VM portal stays in it: its VM, console, confirmations, snapshots, New VM.
+    vm, snapshot = seeded["vm"], seeded["snapshot"]
+    mine = f"/vm-portal/vms/{vm.pk}/"
+    assert sorted(seen) == [
+        "/vm-portal/",
+        mine,
+        f"{mine}console/",
+        f"{mine}console/?kind=serial",
+        f"{mine}console/?kind=vnc",
+        f"{mine}poweroff/",
+        f"{mine}shutdown/",
+        f"{mine}snapshots/{snapshot.pk}/remove/",
+        f"{mine}snapshots/{snapshot.pk}/revert/",
+        "/vm-portal/vms/add/",
+    ]
+    assert set(seen.values()) == {200}
+    # No page of the administration portal answers (each view once, whatever its query string).
+    admin_paths = {urlsplit(url).path for url in admin_pages} - {"/api/docs/"}
+    assert len(admin_paths) > 40 and not any(path.startswith("/vm-portal/") for path in admin_paths)
+    answered = {path: client.get(path) for path in sorted(admin_paths)}
+    assert {
+        path: response.status_code
+        for path, response in answered.items()
+        if response.status_code != 403 and not response.get("Location", "").startswith("/login/")
+    } == {}
+    # Another user's VM: 403, saying nothing about it.
+    for url in (
+        f"/vm-portal/vms/{theirs.pk}/",
+        f"/vm-portal/vms/{theirs.pk}/console/",
+        f"/vm-portal/vms/{theirs.pk}/poweroff/",
+    ):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert "someone-elses" not in response.content.decode()

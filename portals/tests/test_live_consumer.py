@@ -115,6 +115,42 @@ async def test_a_user_granted_a_vm_watches_that_vm_only(plain_user):
     await comm.disconnect()
 
 
+async def test_a_vm_portal_user_follows_their_own_and_granted_vms_and_nothing_else(plain_user):
+    """What the VM portal's pages subscribe to: an owned VM and one granted UserRole reach the
+    user (statuses; stats of those VMs only, without their host's); a neighbour's VM does not."""
+    from compute.services import set_vm_status
+    from tests.factories import grant
+
+    def inventory():
+        host = make_host()
+        owned = make_vm(host.cluster, name="mine", owner=plain_user, status=VmStatus.UP, run_on_host=host)
+        shared = make_vm(host.cluster, name="shared", status=VmStatus.UP, run_on_host=host)
+        grant(plain_user, "UserRole", shared)
+        other = make_vm(host.cluster, name="other", status=VmStatus.UP, run_on_host=host)
+        return host, owned, shared, other
+
+    host, owned, shared, other = await db(inventory)()
+    comm = await connected(plain_user)
+
+    answer = await subscribe(comm, f"vm.{owned.pk}", f"vm.{shared.pk}", f"vm.{other.pk}", f"cluster.{host.cluster_id}")
+
+    assert sorted(answer["granted"]) == sorted([f"vm.{owned.pk}", f"vm.{shared.pk}"])
+    assert sorted(e["subscription"] for e in answer["errors"]) == sorted(
+        [f"vm.{other.pk}", f"cluster.{host.cluster_id}"]
+    )
+    await db(set_vm_status)(other, VmStatus.POWERING_DOWN)
+    assert await silent(comm)
+    await db(set_vm_status)(owned, VmStatus.POWERING_DOWN)
+    frame = await next_frame(comm, "vm.status")
+    assert (frame["vm"]["id"], frame["vm"]["status"]) == (str(owned.pk), "powering_down")
+    samples = [{"id": str(vm.pk), "cpu_pct": 5.0} for vm in (owned, shared, other)]
+    payload = {"id": str(host.pk), "at": 3.0, "host": {"id": str(host.pk), "cpu_pct": 50.0}, "vms": samples}
+    await db(publish.send_now)(f"host.{host.pk}", "host.stats", payload)
+    frame = await next_frame(comm, "host.stats")
+    assert ("host" in frame, sorted(s["id"] for s in frame["vms"])) == (False, sorted([str(owned.pk), str(shared.pk)]))
+    await comm.disconnect()
+
+
 async def test_can_watch_is_the_one_switch(plain_user, monkeypatch):
     vm = await db(make_vm)()
     monkeypatch.setattr(consumers, "can_watch", lambda user, kind, obj_id=None: kind == "vm")

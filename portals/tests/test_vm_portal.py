@@ -1,6 +1,9 @@
 """The VM portal (/vm-portal/): a user sees and acts on their own and granted VMs only;
 another user's VM is a 403 page that says nothing about it."""
 
+import json
+import re
+
 import pytest
 from django.db import connection
 from django.test import Client
@@ -134,6 +137,48 @@ def test_an_own_vm_page_offers_the_actions_console_and_snapshots(alice, vms):
         assert reverse("vm_portal:vm-action", args=[vm.pk, name]) in body
     assert f'href="/vm-portal/vms/{vm.pk}/console/"' in body
     assert reverse("vm_portal:vm-snapshot-add", args=[vm.pk]) in body
+
+
+def test_the_vm_portal_pages_follow_their_vms_live(alice, vms):
+    client = signed_in(alice)
+    vm = vms["mine"]
+
+    listing = client.get(reverse("vm_portal:vm-list")).content.decode()
+    detail = client.get(reverse("vm_portal:vm-detail", args=[vm.pk]))
+    sign_in = Client().get(reverse("vm_portal:login")).content.decode()
+
+    # The same script as the admin portal, subscribed to the rows and the VM of the page.
+    assert re.findall(r'data-live="([^"]+)"', listing) == [f"vm.{vm.pk}", f"vm.{vms['shared'].pk}"]
+    assert "olvm/live.js" in listing and 'id="olvm-live-config"' in listing and 'id="olvm-live"' in listing
+    body = detail.content.decode()
+    assert re.findall(r'data-live="([^"]+)"', body) == [f"vm.{vm.pk}"]
+    config = detail.context["vm_portal_chrome"].live_config
+    assert (config["path"], config["pageObject"], config["urls"]) == (
+        "/ws/live/",
+        {"kind": "vm", "id": str(vm.pk)},
+        {"vm": "/vm-portal/vms/{id}/"},
+    )
+    states = json.loads(re.search(r'id="olvm-vm-action-states" type="application/json">(.*?)</script>', body).group(1))
+    assert sorted(states) == ["poweroff", "reboot", "run", "shutdown"]
+    assert "down" in states["run"] and "up" in states["poweroff"] and "down" not in states["poweroff"]
+    assert all(f'data-action="{name}"' in body for name in states)
+    assert "olvm/live.js" not in sign_in
+
+
+def test_both_portals_sign_in_on_one_form_each_posting_to_its_own_portal():
+    portal = Client().get(reverse("vm_portal:login"))
+    admin = Client().get(reverse("portals:login"))
+
+    assert [t.name for t in portal.templates][:3] == [
+        "vm_portal/login.html",
+        "registration/login.html",
+        "base_plain.html",
+    ]
+    assert [t.name for t in admin.templates][:2] == ["registration/login.html", "base_plain.html"]
+    body, admin_body = portal.content.decode(), admin.content.decode()
+    assert 'action="/vm-portal/login/"' in body and "OLVM VM portal: your virtual machines" in body
+    assert "<title>Sign in · OLVM VM Portal</title>" in body
+    assert 'action="/login/"' in admin_body and "OLVM administration portal" in admin_body
 
 
 def test_a_viewer_sees_the_vm_without_buttons(alice, cluster):

@@ -1,7 +1,9 @@
 """The VM portal: a user's own and granted VMs, their power actions and snapshots, and new
 VMs from the templates they may use, within their quota.
 
-Every page reads through `inventory.permissions`: the list through `visible_vms()` (one
+Every page follows the VMs it shows live (static/olvm/live.js, docs/live.md: statuses, guest
+facts, the detail page's buttons), watching only what `portals.live_access.can_watch` lets the
+user watch. Every page reads through `inventory.permissions`: the list through `visible_vms()` (one
 query for the page, whatever the number of grants); a VM page first finds the VM among the
 user's visible VMs, and answers 403 — the 403 page, with nothing about the VM — when it
 exists but is not theirs (404 when it does not exist). Each action checks its action group
@@ -26,6 +28,7 @@ from inventory.choices import ActionGroup
 from inventory.exceptions import ConflictError
 from inventory.permissions import allowed_actions, check, visible_templates, visible_vms
 
+from ..context_processors import show_page_object
 from ..forms import SnapshotForm
 from ..views import VM_ACTION_STATES, VM_ACTIONS, Action, job_started
 from .forms import OwnVmForm
@@ -91,6 +94,7 @@ def console_url(vm) -> str:
 
 class LoginView(auth_views.LoginView):
     template_name = "vm_portal/login.html"
+    extra_context = {"vm_portal": True}  # base_plain.html: the VM portal's bar
     redirect_authenticated_user = True
     next_page = reverse_lazy("vm_portal:vm-list")
 
@@ -122,6 +126,7 @@ class VmListView(VmPortalMixin, ListView):
 class VmDetailView(VmPortalMixin, View):
     def get(self, request, pk):
         vm = users_vm(request, pk, VirtualMachine.objects.select_related("template", "owner"))
+        show_page_object(request, vm)  # live.js: this page's VM (its action buttons)
         allowed = allowed_actions(request.user, vm)
         can_operate = ActionGroup.VM_OPERATE in allowed
         context = {
@@ -134,6 +139,8 @@ class VmDetailView(VmPortalMixin, View):
                 (name, action, can_operate and vm.status in ACTIONS[VM_ACTION_STATES[name]][0])
                 for name, action in PORTAL_ACTIONS.items()
             ],
+            # live.js enables each button from the VM's new status.
+            "vm_action_states": {name: sorted(ACTIONS[VM_ACTION_STATES[name]][0]) for name in PORTAL_ACTIONS},
             "console_url": console_url(vm),
             "snapshots": list(Snapshot.objects.filter(vm=vm).order_by("created_at")),
             "snapshot_form": SnapshotForm(),

@@ -9,6 +9,7 @@
  *   [data-stat=cpu|memory|net]                (stats; charts.js hears "olvm:usage" / "olvm:storage")
  * the events pane (severity and object filter, kept in a cookie the server reads too), the
  * tasks pane and every [data-job-id] (progress bars), the dashboard's counts and capacity.
+ * The VM portal uses it too, with a configuration of VM pages only (no panes).
  * No polling: a lost connection reconnects with a growing delay and sends the time of the
  * last frame it saw, so the engine replays what was missed. */
 (function () {

@@ -110,7 +110,7 @@ class ReadOnlyAPIViewTests:
     def test_anonymous_is_refused(self):
         response = APIClient().get(self.list_url())
 
-        assert response.status_code == 403
+        assert (response.status_code, response["WWW-Authenticate"]) == (401, "Token")
         assert response.json() == {"detail": "Authentication credentials were not provided."}
 
     def test_non_staff_is_refused(self):

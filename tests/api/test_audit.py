@@ -21,7 +21,7 @@ def test_event_and_job_serialize_without_a_request():
     payload = job_payload(job)
     assert (payload["id"], payload["status"], payload["vm_id"]) == (str(job.pk), "started", str(vm.pk))
     assert [step["description"] for step in payload["steps"]] == ["Create"]
-    assert JobSerializer(job).data["steps"][0]["status"] == "pending"
+    assert JobSerializer(job).data["steps"][0]["status"] == "started"  # the first step starts with the Job
 
 
 def test_event_filters(api_client):

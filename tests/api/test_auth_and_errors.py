@@ -6,7 +6,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conftest import ADMIN_PASSWORD
-from tests.factories import make_vm
+from tests.factories import make_user, make_vm
 
 pytestmark = pytest.mark.django_db
 
@@ -44,15 +44,20 @@ def test_wrong_password_gets_no_token(admin_user):
     assert not Token.objects.exists()
 
 
-def test_bad_token_is_refused():
-    """403, not 401: SessionAuthentication comes first in settings and sends no WWW-Authenticate."""
+def test_bad_token_is_refused_as_unauthenticated():
+    """401 with the scheme to use, not 403: TokenAuthentication comes first in settings."""
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
 
     response = client.get(reverse("api:vm-list"))
+    inactive = Token.objects.create(user=make_user("gone", is_active=False))
+    client.credentials(HTTP_AUTHORIZATION=f"Token {inactive.key}")
+    refused = client.get(reverse("api:vm-list"))
 
-    assert response.status_code == 403
+    assert (response.status_code, response["WWW-Authenticate"]) == (401, "Token")
     assert response.json() == {"detail": "Invalid token."}
+    assert (refused.status_code, refused["WWW-Authenticate"]) == (401, "Token")
+    assert refused.json() == {"detail": "User inactive or deleted."}
 
 
 def test_session_login_works_with_csrf(admin_user):
@@ -142,7 +147,7 @@ def test_session_cookie_with_a_nul_byte_is_not_a_server_error():
 
     response = client.get(reverse("api:vm-list"), HTTP_COOKIE="sessionid=abcdefgh\x00ijkl")
 
-    assert response.status_code == 403
+    assert response.status_code == 401  # no session: anonymous
 
 
 def test_schema_validates(tmp_path):

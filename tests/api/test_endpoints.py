@@ -3,6 +3,7 @@
 import itertools
 
 from django.contrib.auth import get_user_model
+from rest_framework import serializers
 
 from compute.models import InstanceType, Snapshot, Template, VirtualMachine
 from inventory.audit import create_job, record_event
@@ -169,12 +170,12 @@ class TestJobs(ReadOnlyEndpointTests):
             "vm_id": str(obj.vm_id),
             "correlation_id": str(obj.pk),
             "steps": [
-                {
+                {  # the first step starts with the Job
                     "number": 1,
                     "description": "Create",
-                    "status": "pending",
+                    "status": "started",
                     "progress": 0,
-                    "started_at": None,
+                    "started_at": serializers.DateTimeField().to_representation(obj.steps.get(number=1).started_at),
                     "ended_at": None,
                 },
                 {

@@ -13,7 +13,7 @@ from compute.choices import VmStatus
 from conftest import ADMIN_PASSWORD
 from inventory import publish
 from inventory.audit import record_event
-from tests.factories import make_cluster, make_host, make_vm
+from tests.factories import make_cluster, make_host, make_user, make_vm
 
 from .conftest import ARTIFACTS, ROOT, _database_url, _free_port
 
@@ -205,4 +205,35 @@ def test_after_an_engine_restart_the_page_reconnects_and_catches_up(engine, page
     page.wait_for_selector("#olvm-live[data-synced=true]", timeout=40_000)
     page.wait_for_selector('.olvm-page-head [data-status="wait_for_launch"]', timeout=1000)
     page.wait_for_selector("#pane-events-body >> text=vm-live-4 changed while the engine was away.", timeout=1000)
+    assert page.js_errors == []
+
+
+def test_the_vm_portal_follows_its_users_vm_on_its_list_and_page(engine, page):
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    hasher = PBKDF2PasswordHasher()
+    user = make_user("vm-live-user")
+    user.password = hasher.encode("vm-live-password-1", hasher.salt())  # the web process's hashers
+    user.save(update_fields=["password"])
+    cluster = make_cluster()
+    host = make_host(cluster)
+    vm = make_vm(cluster, name="vm-live-5", owner=user)
+    page.goto(f"{engine.url}/vm-portal/login/")
+    page.fill("input[name=username]", "vm-live-user")
+    page.fill("input[name=password]", "vm-live-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    open_live(page, f"{engine.url}/vm-portal/")
+    row = f'tr[data-live="vm.{vm.pk}"]'
+
+    change_status(vm, VmStatus.WAIT_FOR_LAUNCH, host)
+    page.wait_for_selector(f'{row} [data-field="status"] [data-status="wait_for_launch"]', timeout=1000)
+    open_live(page, f"{engine.url}/vm-portal/vms/{vm.pk}/")
+    assert page.is_disabled("[data-vm-actions] button[data-action=run]")
+    change_status(vm, VmStatus.DOWN)
+    page.wait_for_selector('[data-live] h1 [data-status="down"]', timeout=1000)
+
+    assert page.inner_text('[data-field="status_label"]') == "Down"
+    assert page.is_enabled("[data-vm-actions] button[data-action=run]")
+    assert "disabled" in page.get_attribute("[data-vm-actions] a[data-action=poweroff]", "class")
     assert page.js_errors == []

@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -47,6 +48,9 @@ REBOOT_FLAGS = {
     "acpi": libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
     "guest_agent": libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT,
 }
+PROC_NET_DEV = "/proc/net/dev"
+SYS_CLASS_NET = "/sys/class/net"
+VM_TAP_NAME = re.compile(r"(vnet|macvtap|macvlan)[0-9]+")
 EVENTS = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
     libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
@@ -386,7 +390,7 @@ class LibvirtDriver(Driver):
             running = len(conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
         delta = {k: cpu.get(k, 0) - previous[1].get(k, 0) for k in ("user", "kernel", "idle", "iowait")}
         busy_total = sum(delta.values()) or 1
-        return {
+        stats = {
             "time": _now(),
             "cpu": {
                 "user_pct": round(100 * delta["user"] / busy_total, 1),
@@ -401,6 +405,11 @@ class LibvirtDriver(Driver):
             "load_avg": list(os.getloadavg()) if self.local else None,
             "vms_running": running,
         }
+        # The agent's interfaces are the host's only where libvirt's host is this machine.
+        nics = nic_counters(PROC_NET_DEV, SYS_CLASS_NET) if self.local else None
+        if nics is not None:
+            stats["nics"] = nics
+        return stats
 
     def _host_nics(self, conn) -> list[dict]:
         if self.local and os.path.isdir("/sys/class/net"):
@@ -992,6 +1001,32 @@ def _sys_nics() -> list[dict]:
             }
         )
     return nics
+
+
+def nic_counters(proc_net_dev: str, sys_class_net: str) -> list[dict] | None:
+    """Received and sent bytes of the host's network interfaces from `/proc/net/dev` (the agent's
+    network namespace: in the lab, the host's): every one but the loopback and the VMs' own
+    tap devices (libvirt's vnetN / macvtapN / macvlanN: that traffic is in vm_stats, and their
+    names pass from VM to VM). Bridges are flagged, as what the host sends through one also
+    crosses its ports. Sorted by name; None when the file cannot be read."""
+    try:
+        with open(proc_net_dev, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    nics = []
+    for line in lines:  # "  eth0: rx bytes packets errs drop fifo frame compressed multicast tx bytes ..."
+        name, colon, rest = line.partition(":")  # the two header lines have no colon, names cannot
+        name, fields = name.strip(), rest.split()
+        if not colon or not name or name == "lo" or VM_TAP_NAME.fullmatch(name) or len(fields) < 9:
+            continue
+        try:
+            rx, tx = int(fields[0]), int(fields[8])
+        except ValueError:
+            continue
+        bridge = os.path.isdir(os.path.join(sys_class_net, name, "bridge"))
+        nics.append({"name": name, "rx_bytes": rx, "tx_bytes": tx, "bridge": bridge})
+    return sorted(nics, key=lambda nic: nic["name"])
 
 
 def _read(path: str) -> str:
