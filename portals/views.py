@@ -953,6 +953,10 @@ class VmDetailView(PermissionsTabMixin, ObjectDetailView):
         context["remove_disabled"] = vm.status != VmStatus.DOWN
         context["remove_disabled_reason"] = "Only a VM that is down can be removed."
         context["vm_action_states"] = {name: sorted(ACTIONS[VM_ACTION_STATES[name]][0]) for name in VM_ACTIONS}
+        # The Console link follows the VM's status live like the buttons (live.js): a VM started
+        # from this page gets its console without a reload.
+        context["console_allowed"] = vm.status in compute_services.CONSOLE_STATUSES and vm.run_on_host_id is not None
+        context["vm_action_states"]["console"] = sorted(compute_services.CONSOLE_STATUSES)
         return context
 
     def live_key(self, obj) -> str:

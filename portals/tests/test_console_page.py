@@ -85,16 +85,26 @@ def test_an_unknown_vm_is_a_404(admin_client):
     assert admin_client.get("/vms/00000000-0000-0000-0000-00000000abcd/console/").status_code == 404
 
 
+def console_button(page: str) -> str:
+    start = page.index('data-action="console"')
+    return page[page.rindex("<a ", 0, start) : page.index(">", start) + 1]
+
+
 @pytest.mark.django_db
-def test_the_vm_page_has_a_console_button_while_the_vm_runs(admin_client, seeded):
+def test_the_vm_page_has_a_console_button_enabled_while_the_vm_runs(admin_client, seeded):
     running = admin_client.get(f"/vms/{seeded['vm'].pk}/").content.decode()
     down = admin_client.get(f"/vms/{seeded['vm_down'].pk}/").content.decode()
     suspended_vm = make_vm(seeded["cluster"], status=VmStatus.SUSPENDED, run_on_host=seeded["host"])
     suspended = admin_client.get(f"/vms/{suspended_vm.pk}/").content.decode()
 
-    assert f'href="/vms/{seeded["vm"].pk}/console/"' in running
-    assert "/console/" not in down
-    assert "/console/" not in suspended
+    assert f'href="/vms/{seeded["vm"].pk}/console/"' in console_button(running)
+    assert "disabled" not in console_button(running)
+    # Disabled, not left out: live.js enables it when the VM starts (the statuses it allows
+    # are in the page's action states, as for the power buttons).
+    assert 'aria-disabled="true"' in console_button(down) and " disabled" in console_button(down)
+    assert 'aria-disabled="true"' in console_button(suspended)
+    states = json.loads(down.split('id="olvm-vm-action-states" type="application/json">')[1].split("</script>")[0])
+    assert "up" in states["console"] and "down" not in states["console"] and "suspended" not in states["console"]
 
 
 def test_the_front_end_libraries_are_served_from_node_modules():

@@ -115,10 +115,15 @@
     });
     function onResize() { fit.fit(); }
     window.addEventListener("resize", onResize);
+    // The screen also changes size without the window (the admin portal's bottom pane opened or
+    // collapsed): refit the terminal to it.
+    var observer = window.ResizeObserver ? new ResizeObserver(onResize) : null;
+    if (observer) observer.observe(screen);
     return {
       socket: socket,
       close: function () {
         window.removeEventListener("resize", onResize);
+        if (observer) observer.disconnect();
         socket.close();
         term.dispose();
       }

@@ -17,6 +17,10 @@ CHROMIUM = os.environ.get("OLVM_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "var" / "test-artifacts"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "lab: needs root, libvirt and qemu: builds lab hosts in network namespaces")
+
+
 def _unavailable(reason: str):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"browser tests cannot run under CI: {reason}", pytrace=False)
@@ -49,6 +53,9 @@ def engine_web(transactional_db, settings):
         "OLVM_PLAIN_STATIC": "1",
         "OLVM_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "OLVM_CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
+        # The test run's engine CA (conftest.py): the web process reaches host agents with it
+        # (consoles) and never touches var/pki of a `make run` on the same checkout.
+        "OLVM_PKI_DIR": str(settings.OLVM_PKI_DIR),
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = open(ARTIFACTS / "daphne.log", "a")
