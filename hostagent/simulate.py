@@ -15,7 +15,11 @@ What lets a thousand of them share one process on a small machine:
   server a polling thread of its own;
 - one `PushScheduler`: a timer thread and two small pools drive every host's collectors
   and requests, where `serve` gives each pusher four threads. The first heartbeats are
-  spread over the heartbeat interval, so hosts started together do not push in step.
+  spread over the heartbeat interval, so hosts started together do not push in step;
+- each pusher leaves out what the engine knows already (hostagent/agent/push.py): no bare
+  heartbeat when the host pushed something else within the interval, a full report when
+  the VM list changed and otherwise every 10 s, guest information only when it changed.
+  `status()["messages_by_kind"]` counts what was delivered.
 
 The manifest is written by the engine (`manage.py simulate`), which creates the hosts, their
 certificates and their VMs; paths are absolute or relative to the manifest:
@@ -47,7 +51,7 @@ from pathlib import Path
 from .agent.config import ConfigError, config_from_dict
 from .agent.drivers.sim_driver import SimDriver
 from .agent.errors import InvalidParams
-from .agent.push import INTERVALS, Pusher, PushScheduler, client_ssl_context
+from .agent.push import DROP_CLASS, INTERVALS, Pusher, PushScheduler, client_ssl_context
 from .agent.server import AgentHTTPServer, server_ssl_context
 from .agent.verbs import VERBS
 
@@ -312,6 +316,7 @@ class Simulation:
             "vms": self.manifest.vm_count,
             "requests_accepted": sum(p.accepted for p in pushers),
             "messages_delivered": sum(p.delivered for p in pushers),
+            "messages_by_kind": {kind: sum(p.delivered_kinds[kind] for p in pushers) for kind in DROP_CLASS},
             "messages_dropped": sum(p.dropped for p in pushers),
             "hosts_failing": sum(1 for p in pushers if p.last_error),
             "last_error": next((p.last_error for p in pushers if p.last_error), ""),

@@ -6,9 +6,20 @@
   certificate, one kept-alive connection, `push_timeout` on every socket operation). A
   lifecycle event wakes it at once (`EventSink` calls `Pusher.event`).
 - three collector threads, so that a slow hypervisor call or a guest agent that does not
-  answer delays neither a heartbeat nor an event: a heartbeat with a full `vm_report`
-  every `heartbeat_interval`, host and VM `stats` every `stats_interval`, and
-  `guest_info` of every running VM whose guest agent answers every `guest_info_interval`.
+  answer delays neither a heartbeat nor an event. Every push is proof of life to the engine,
+  so the messages that say nothing new are left out:
+  - the heartbeat tick (every `heartbeat_interval`) queues a bare `heartbeat` only when
+    nothing else was queued since the previous tick and nothing waits to be sent; the
+    first tick (the hello) always queues a heartbeat and a full `vm_report`;
+  - the same tick queues a full `vm_report` when the VM list differs from the last one
+    queued, when the engine may have lost what it had (the first accepted request after a
+    failure or a new connection, a report refused or pushed out of the queue), and
+    otherwise every `REPORT_REFRESH` seconds;
+  - host and VM `stats` every `stats_interval`;
+  - every `guest_info_interval`, the `guest_info` of each running VM whose guest agent
+    answers, when it differs from the one last pushed for that VM, when none was (a
+    lifecycle event of the VM and a re-connection after failures forget it), or when that
+    one is `GUEST_REFRESH` seconds old.
   The engine's 200 answer replaces the three intervals.
 - the queue is bounded: stats go first, then guest information, then old heartbeats and
   reports; lifecycle events last. A 400 (or 413) drops the batch; anything else (403,
@@ -25,6 +36,7 @@ Nothing here raises into the agent: every failure is logged and retried or dropp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import http.client
 import itertools
@@ -61,6 +73,12 @@ INTERVAL_RANGE = (0.1, 3600.0)  # what the engine may set
 # Which queued messages go first when the queue is full: the lowest class, oldest first.
 DROP_CLASS = {"stats": 0, "guest_info": 1, "heartbeat": 2, "vm_report": 2, "vm_event": 3}
 EVENT_FIELDS = ("vm_id", "name", "status", "event", "detail")
+# An unchanged VM list is reported in full this often (at the heartbeat tick that reaches
+# it; TICK_SLACK absorbs the jitter of the timers). A changed one goes at the next tick.
+REPORT_REFRESH = 10.0
+TICK_SLACK = 0.05
+# An unchanged guest_info of a VM is pushed again this often (the engine may have lost it).
+GUEST_REFRESH = 300.0
 
 
 def client_ssl_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext:
@@ -77,6 +95,7 @@ def client_ssl_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLCo
 class _Queued:
     kind: str
     data: bytes  # the message as JSON
+    vm_id: str | None = None  # of a guest_info: its digest is forgotten when it is lost
 
 
 class Pusher:
@@ -102,6 +121,7 @@ class Pusher:
         self.accepted = 0  # requests the engine took
         self.delivered = 0  # messages in them
         self.dropped = 0  # messages refused by the engine or pushed out of a full queue
+        self.delivered_kinds = dict.fromkeys(DROP_CLASS, 0)  # messages delivered, per kind
         self.last_error = ""
         self._queue: list[_Queued] = []
         self._queued_bytes = 0
@@ -115,6 +135,15 @@ class Pusher:
         self._failing: dict[str, bool] = {}  # per collector: its last run failed (logged once)
         self._holding = 0  # collections running under a scheduler: they wake it when done
         self._scheduler: PushScheduler | None = None
+        # What the engine was told (under self._cond), so that what it knows already is not repeated:
+        self._ticked_at: float | None = None  # the start of the last heartbeat tick (monotonic)
+        self._spoke_at = -math.inf  # when a message other than the tick's own was last queued
+        self._reported: tuple | None = None  # the VM list of the last full report queued
+        self._reported_at = -math.inf
+        self._report_due = False  # the engine may have lost state: a full report at the next tick
+        self._guest_sent: dict[str, tuple[bytes, float]] = {}  # vm id -> (digest, when) of its last guest_info
+        self._resync = False  # a request failed or a new connection replaced one: re-sync on the next 200
+        self._connections = 0  # opened so far
 
     # Life ---------------------------------------------------------------------------------------
 
@@ -174,10 +203,20 @@ class Pusher:
         if kind != "vm_event":
             log.debug("not pushing %s events", kind)
             return
+        with self._cond:
+            # It started, stopped, ...: the engine may clear its guest facts, its guest agent
+            # restarts. Its next guest_info goes whatever it says.
+            self._guest_sent.pop(str(payload.get("vm_id")), None)
         self.enqueue([{"kind": "vm_event", "at": time.time(), **{k: payload.get(k) for k in EVENT_FIELDS}}])
 
-    def enqueue(self, messages: list[dict]) -> None:
-        """Queue messages (a malformed one is logged and left out) and wake the sender."""
+    def enqueue(self, messages: list[dict]) -> int:
+        """Queue messages (a malformed one is logged and left out) and wake the sender; how
+        many were queued."""
+        return self._enqueue(messages, spoke=True)
+
+    def _enqueue(self, messages: list[dict], *, spoke: bool) -> int:
+        """`enqueue`; `spoke`: these messages count as activity that makes the next bare
+        heartbeat needless (the heartbeat tick's own messages do not)."""
         encoded = []
         for message in messages:
             try:
@@ -191,17 +230,21 @@ class Pusher:
                     "not pushing a %s message of %d bytes (over the limit of a request)", message["kind"], len(data)
                 )
                 continue
-            encoded.append(_Queued(message["kind"], data))
+            vm_id = message["vm_id"] if message["kind"] == "guest_info" else None
+            encoded.append(_Queued(message["kind"], data, vm_id))
         if not encoded:
-            return
+            return 0
         with self._cond:
             if self._stopped:
-                return
+                return 0
             self._queue.extend(encoded)
             self._queued_bytes += sum(len(q.data) for q in encoded)
+            if spoke:
+                self._spoke_at = time.monotonic()
             self._trim()
             self._cond.notify_all()
         self._poke()
+        return len(encoded)
 
     def _trim(self) -> None:
         dropped: dict[str, int] = {}
@@ -210,20 +253,52 @@ class Pusher:
             victim = next(q for q in self._queue if DROP_CLASS[q.kind] == lowest)
             self._queue.remove(victim)
             self._queued_bytes -= len(victim.data)
+            self._lost([victim])
             dropped[victim.kind] = dropped.get(victim.kind, 0) + 1
         if dropped:
             self.dropped += sum(dropped.values())
             log.warning("push queue full: dropped the oldest %s", ", ".join(f"{n} {k}" for k, n in dropped.items()))
 
+    def _lost(self, messages: list[_Queued]) -> None:
+        """Messages that will never reach the engine (refused, or pushed out of the queue):
+        what they said is said again (caller holds the lock)."""
+        for message in messages:
+            if message.kind in ("vm_report", "vm_event"):
+                self._report_due = True
+            elif message.kind == "guest_info":
+                self._guest_sent.pop(message.vm_id, None)
+
     def _heartbeat(self) -> None:
+        """The heartbeat tick: a full report when one is due, else a bare heartbeat when
+        nothing else tells the engine this host is alive; the first tick sends both."""
+        now = time.monotonic()
+        with self._cond:
+            hello = self._ticked_at is None
+            # Anything queued since the previous tick, or still to be sent, is proof of life.
+            quiet = hello or (not self._queue and self._spoke_at < self._ticked_at)
+            self._ticked_at = now
         heartbeat = {"kind": "heartbeat", "at": time.time()}
         try:
             vms = self.driver.vm_list()["vms"]
         except AgentFailure:
-            self.enqueue([heartbeat])  # the hypervisor does not answer: the heartbeat goes alone
+            if quiet:  # the hypervisor does not answer: the heartbeat goes alone
+                self._enqueue([heartbeat], spoke=False)
             raise
-        report = {"kind": "vm_report", "at": time.time(), "full": True, "vms": [_report(v) for v in vms]}
-        self.enqueue([heartbeat, report])
+        entries = [_report(v) for v in vms]
+        state = tuple(sorted((e["id"], e["status"], e["name"], e["olvm"]) for e in entries))
+        with self._cond:
+            due = self._report_due or state != self._reported or now - self._reported_at >= REPORT_REFRESH - TICK_SLACK
+            self._report_due = False
+        messages = [heartbeat] if hello or (quiet and not due) else []
+        if due:
+            messages.append({"kind": "vm_report", "at": time.time(), "full": True, "vms": entries})
+        queued = self._enqueue(messages, spoke=False) if messages else 0
+        if due:
+            with self._cond:
+                if queued == len(messages):
+                    self._reported, self._reported_at = state, now
+                else:  # not queued (stopped, or logged as malformed): try again at the next tick
+                    self._report_due = True
 
     def _stats(self) -> None:
         host = self.driver.host_stats()
@@ -231,17 +306,37 @@ class Pusher:
         self.enqueue([{"kind": "stats", "at": time.time(), "host": host, "vms": vms}])
 
     def _guest_info(self) -> None:
-        for vm in self.driver.vm_list()["vms"]:
-            if vm["status"] != "up" or self._stopped:
+        vms = self.driver.vm_list()["vms"]
+        up = {vm["vm_id"] for vm in vms if vm["status"] == "up"}
+        with self._cond:  # a VM that is not running starts afresh when it runs again
+            for vm_id in [vm_id for vm_id in self._guest_sent if vm_id not in up]:
+                del self._guest_sent[vm_id]
+        for vm in vms:
+            vm_id = vm["vm_id"]
+            if vm_id not in up or self._stopped:
                 continue
             try:
-                info = self.driver.guest_info(vm["vm_id"])
+                info = self.driver.guest_info(vm_id)
             except AgentFailure as exc:  # stopped meanwhile, or its guest agent is not answering
-                log.debug("no guest information of VM %s: %s", vm["vm_id"], exc)
+                log.debug("no guest information of VM %s: %s", vm_id, exc)
                 continue
             if info.get("guest_agent", "ok") != "ok":
                 continue
-            self.enqueue([{"kind": "guest_info", "at": time.time(), "vm_id": vm["vm_id"], "info": info}])
+            try:
+                digest = _digest(info)
+            except (TypeError, ValueError):
+                digest = b""  # not JSON: enqueue logs it and leaves it out
+            now = time.monotonic()
+            with self._cond:
+                last = self._guest_sent.get(vm_id)
+                if digest and last is not None and last[0] == digest and now - last[1] < GUEST_REFRESH:
+                    continue  # the engine has it
+                # Noted before it is queued: a lifecycle event of the VM meanwhile forgets it.
+                sent = self._guest_sent[vm_id] = (digest, now)
+            if not self.enqueue([{"kind": "guest_info", "at": time.time(), "vm_id": vm_id, "info": info}]):
+                with self._cond:
+                    if self._guest_sent.get(vm_id) is sent:
+                        del self._guest_sent[vm_id]
 
     def _every(self, interval: str) -> None:
         """Run `collect` every `self.intervals[interval]` seconds: the heartbeat at once,
@@ -377,6 +472,10 @@ class Pusher:
             self._done(batch)
             self.accepted += 1
             self.delivered += len(batch)
+            for queued in batch:
+                self.delivered_kinds[queued.kind] += 1
+            if self._resync:
+                self._resynced()
             self._adopt(reply)
         elif status in (400, 413):
             log.error(
@@ -391,6 +490,16 @@ class Pusher:
         else:
             self._failed(f"the engine answered HTTP {status}: {reply.get('error', 'no reason given')}")
 
+    def _resynced(self) -> None:
+        """The first request accepted after failures or over a new connection: the engine
+        may have restarted or lost what it had, so the next tick sends a full report and the
+        next guest information run every VM's."""
+        self._resync = False
+        with self._cond:
+            self._report_due = True
+            self._guest_sent.clear()
+        log.debug("re-syncing the engine after failures or a new connection")
+
     def _post(self, body: bytes) -> tuple[int, dict]:
         """POST on the kept-alive connection; a connection the engine closed while idle is
         reopened once at once."""
@@ -400,6 +509,9 @@ class Pusher:
                 self._conn = http.client.HTTPSConnection(
                     self.host, self.port, context=self.ssl_context, timeout=self.config.push_timeout
                 )
+                if self._connections:
+                    self._resync = True  # a listener that restarted closed the previous one
+                self._connections += 1
             conn = self._conn
             try:
                 conn.request(
@@ -438,6 +550,7 @@ class Pusher:
         with self._cond:
             if dropped:
                 self.dropped += len(batch)
+                self._lost(batch)
             kept = [q for q in self._queue if id(q) not in sent]
             self._queued_bytes -= sum(len(q.data) for q in self._queue) - sum(len(q.data) for q in kept)
             self._queue = kept
@@ -447,6 +560,7 @@ class Pusher:
             self.last_error = ""
 
     def _failed(self, reason: str) -> None:
+        self._resync = True
         with self._cond:
             self._backoff = min(self._backoff * 2, BACKOFF_MAX) if self._backoff else BACKOFF_FIRST
             self._retry_at = time.monotonic() + self._backoff
@@ -476,6 +590,12 @@ class Pusher:
             log.info("the engine set %s", ", ".join(f"{k} = {v:g}s" for k, v in changed.items()))
 
 
+def _digest(info: dict) -> bytes:
+    """What identifies a guest_info payload (the order of its keys aside)."""
+    canonical = json.dumps(info, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+
+
 def _report(vm: dict) -> dict:
     """A `vm_list` entry of a driver as a `vm_report` entry."""
     status = vm["status"] if vm["status"] in VM_STATUSES else "unknown"
@@ -487,7 +607,7 @@ class PushScheduler:
     """Drives many pushers from a few threads: what lets the simulator run a thousand hosts
     in one process (`hostagent/simulate.py`), where each would otherwise take four threads.
 
-    One timer thread keeps, in a heap, every pusher's next collection (heartbeat + report,
+    One timer thread keeps, in a heap, every pusher's next collection (heartbeat tick,
     stats, guest information, each on the pusher's own intervals, which the engine's answers
     change) and every end of a back-off. Collectors run in `collect_workers` threads,
     requests in `send_workers` threads (blocking, each pusher on its own kept-alive

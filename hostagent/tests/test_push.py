@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hostagent.agent import push
 from hostagent.agent.config import AgentConfig, ConfigError, config_from_dict
 from hostagent.agent.drivers import EventSink
 from hostagent.agent.drivers.libvirt_driver import LibvirtDriver
@@ -273,7 +274,12 @@ def test_back_off_then_recovery_without_losing_the_event(engine, driver, pusher,
     assert all(any(m["kind"] == "vm_event" for m in body["messages"]) for body in failed)
     assert error == f"the engine answered HTTP {status}: The engine cannot store reports right now; retry."
     assert [m["status"] for m in delivered["messages"] if m["kind"] == "vm_event"] == ["paused"]
-    assert {"heartbeat", "vm_report"} <= {m["kind"] for m in delivered["messages"]}
+    # The changed VM list was reported at the next tick, and kept with the event; something
+    # was always waiting to be sent, so no bare heartbeat was queued meanwhile.
+    kinds = [m["kind"] for m in delivered["messages"]]
+    assert "vm_report" in kinds and "heartbeat" not in kinds
+    # The engine answered again after errors: it gets a full report once more.
+    engine.wait_for(lambda request: request[1]["seq"] > delivered["seq"] and has("vm_report")(request))
 
 
 def test_a_400_drops_the_batch(engine, driver, pusher, caplog):
@@ -300,7 +306,8 @@ def test_a_400_drops_the_batch(engine, driver, pusher, caplog):
 def test_the_intervals_of_the_engines_answer_are_adopted(engine, pki, tmp_path, server, scheduler):
     driver = SimDriver(make_config(pki, tmp_path, server.ports[0], heartbeat_interval=60.0, stats_interval=60.0))
     pusher = driven(Pusher(driver.config, driver), scheduler)
-    engine.intervals = {"heartbeat_interval": 0.2, "stats_interval": 0.25, "guest_info_interval": 30}
+    # Stats less often than heartbeats: most heartbeat ticks have nothing else to send.
+    engine.intervals = {"heartbeat_interval": 0.2, "stats_interval": 0.5, "guest_info_interval": 30}
     try:
         pusher.start()
         engine.wait_for(lambda request: len(engine.messages("heartbeat")) >= 4)
@@ -308,7 +315,235 @@ def test_the_intervals_of_the_engines_answer_are_adopted(engine, pki, tmp_path, 
     finally:
         pusher.stop()
 
-    assert pusher.intervals == {"heartbeat_interval": 0.2, "stats_interval": 0.25, "guest_info_interval": 30.0}
+    assert pusher.intervals == {"heartbeat_interval": 0.2, "stats_interval": 0.5, "guest_info_interval": 30.0}
+
+
+@pytest.fixture
+def pushing(engine, pki, tmp_path, server, scheduler):
+    """make(**intervals): a sim driver and its (not started) pusher with these intervals,
+    which the engine's answers keep."""
+    made = []
+
+    def make(**intervals):
+        engine.intervals = {**SHORT, **intervals}
+        driver = SimDriver(make_config(pki, tmp_path, server.ports[0], **engine.intervals))
+        pusher = driven(Pusher(driver.config, driver), scheduler)
+        made.append((driver, pusher))
+        return driver, pusher
+
+    yield make
+    for driver, pusher in made:
+        pusher.stop()
+        driver.close()
+
+
+def guest_infos(engine, vm_id: str) -> list[dict]:
+    return [m for m in engine.messages("guest_info") if m["vm_id"] == vm_id]
+
+
+# Any push is a heartbeat ---------------------------------------------------------------------------
+
+
+def test_no_bare_heartbeat_when_stats_go_more_often_than_heartbeats(engine, pushing):
+    driver, pusher = pushing(heartbeat_interval=0.4, stats_interval=0.15, guest_info_interval=60.0)
+    make_vm(driver)
+
+    pusher.start()
+    engine.wait_for(lambda request: len(engine.messages("stats")) >= 12)  # about 1.8 s: four heartbeat ticks
+
+    assert len(engine.messages("heartbeat")) == 1  # the hello, nothing more
+    assert engine.kinds()[0][:2] == ["heartbeat", "vm_report"]
+
+
+def test_a_host_with_nothing_else_to_say_still_heartbeats_every_interval(engine, pushing):
+    driver, pusher = pushing(heartbeat_interval=0.2, stats_interval=60.0, guest_info_interval=60.0)
+
+    pusher.start()
+    engine.wait_for(lambda request: len(engine.messages("heartbeat")) >= 6)
+
+    with engine.cond:
+        sent = [body["sent_at"] for _, body, _ in engine.requests]
+    assert max(b - a for a, b in zip(sent, sent[1:], strict=False)) < 1.0  # not one per report refresh
+    assert len(engine.messages("vm_report")) == 1  # nothing changed, the refresh is 10 s away
+
+
+# Full reports ------------------------------------------------------------------------------------
+
+
+def test_an_unchanged_host_reports_in_full_once_per_refresh(engine, driver, pusher, monkeypatch):
+    monkeypatch.setattr(push, "REPORT_REFRESH", 1.0)
+    make_vm(driver)
+
+    pusher.start()
+    engine.wait_for(lambda request: len(engine.messages("vm_report")) >= 3)
+
+    reports = engine.messages("vm_report")
+    gaps = [b["at"] - a["at"] for a, b in zip(reports, reports[1:], strict=False)]
+    heartbeats = len(engine.messages("heartbeat"))
+    assert all(0.9 <= gap < 2.0 for gap in gaps), gaps  # every 1 s at the tick reaching it, not every 0.2 s
+    assert heartbeats >= 2  # the ticks between reports heartbeat when nothing else went
+
+
+def test_a_changed_vm_list_is_reported_at_the_next_tick(engine, driver, pusher, monkeypatch):
+    monkeypatch.setattr(push, "REPORT_REFRESH", 60.0)
+    vm = make_vm(driver)
+    pusher.start()
+    engine.wait_for(has("vm_report"))
+    driver.events.unsubscribe(pusher.event)  # no lifecycle event: the VM list alone tells
+
+    driver.pause_vm(vm["id"])
+    changed = time.monotonic()
+    engine.wait_for(
+        lambda request: any(
+            m["kind"] == "vm_report" and m["vms"][0]["status"] == "paused" for m in request[1]["messages"]
+        )
+    )
+    took = time.monotonic() - changed
+    time.sleep(0.6)  # three more ticks: the list is unchanged again
+
+    assert took < 1.0  # the next 0.2 s tick, not the 60 s refresh
+    assert [r["vms"][0]["status"] for r in engine.messages("vm_report")] == ["up", "paused"]
+    assert engine.messages("vm_event") == []
+
+
+def test_after_errors_the_engine_gets_a_full_report_and_the_guest_information_again(
+    engine, driver, pusher, monkeypatch
+):
+    monkeypatch.setattr(push, "REPORT_REFRESH", 60.0)
+    vm = make_vm(driver)
+    pusher.start()
+    engine.wait_for(has("vm_report"))
+    engine.wait_for(has("guest_info", vm_id=vm["id"]))
+    engine.answer = lambda body: (503, {"error": "The engine cannot store reports right now; retry."})
+    engine.wait_for(lambda request: request[2] == 503)
+    recovered = len(engine.requests)
+
+    engine.answer = None
+    engine.wait_for(lambda request: len(engine.messages("vm_report")) >= 2, timeout=WAIT + 2)
+    engine.wait_for(lambda request: len(guest_infos(engine, vm["id"])) >= 2)
+
+    with engine.cond:
+        later = [body for _, body, _ in engine.requests[recovered:]]
+    assert any(m["kind"] == "vm_report" for body in later for m in body["messages"])
+    assert [r["vms"][0]["status"] for r in engine.messages("vm_report")] == ["up", "up"]
+
+
+def test_a_restarted_listener_gets_a_full_report_again(engine, pki, tmp_path, scheduler, monkeypatch):
+    monkeypatch.setattr(push, "REPORT_REFRESH", 60.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver = SimDriver(make_config(pki, tmp_path, port))
+    pusher = driven(Pusher(driver.config, driver), scheduler)
+    try:
+        with running_ingest_server(engine, pki, listen=[("127.0.0.1", port)]):
+            pusher.start()
+            engine.wait_for(has("vm_report"))
+            engine.wait_for(lambda request: len(engine.requests) >= 3)
+        last_seq = engine.requests[-1][1]["seq"]
+        with running_ingest_server(engine, pki, listen=[("127.0.0.1", port)]):
+            engine.wait_for(lambda request: request[1]["seq"] > last_seq and has("vm_report")(request))
+    finally:
+        pusher.stop()
+        driver.close()
+
+    assert len(engine.messages("vm_report")) == 2
+
+
+def test_what_a_full_queue_pushes_out_is_said_again(driver, monkeypatch):
+    pusher = Pusher(driver.config, driver)  # not started: collections are run by hand, nothing is sent
+    make_vm(driver, "first")
+    make_vm(driver, "second")
+    pusher.collect("heartbeat_interval")
+    pusher.collect("guest_info_interval")
+    pusher.collect("guest_info_interval")  # unchanged: not again
+    assert pusher.queued() == ["heartbeat", "vm_report", "guest_info", "guest_info"]
+
+    monkeypatch.setattr(push, "MAX_QUEUE", 3)
+    other = str(uuid.uuid4())  # events of another VM: they do not touch the guest information of these
+    for _ in range(3):  # out go both guest information, then the heartbeat, then the report
+        pusher.event("vm_event", {"vm_id": other, "name": "x", "status": "down", "event": "stopped", "detail": ""})
+    assert pusher.queued() == ["vm_event"] * 3
+    monkeypatch.setattr(push, "MAX_QUEUE", 5_000)
+
+    pusher.collect("guest_info_interval")
+    pusher.collect("heartbeat_interval")  # the VM list is unchanged and the refresh 10 s away
+    assert pusher.queued() == ["vm_event"] * 3 + ["guest_info", "guest_info", "vm_report"]
+    pusher.stop()
+
+
+# Guest information -------------------------------------------------------------------------------
+
+
+def test_unchanged_guest_information_is_not_sent_again(engine, driver, pusher):
+    vm = make_vm(driver)
+
+    pusher.start()
+    engine.wait_for(has("guest_info", vm_id=vm["id"]))
+    stats = len(engine.messages("stats"))
+    engine.wait_for(lambda request: len(engine.messages("stats")) >= stats + 4)  # over 1 s: four guest runs
+
+    assert len(guest_infos(engine, vm["id"])) == 1
+
+
+def test_changed_guest_information_is_sent(engine, driver, pusher):
+    vm = make_vm(driver)
+    answering, hostname = driver.guest_info, {"now": "vm1"}
+    driver.guest_info = lambda vm_id: {**answering(vm_id), "hostname": hostname["now"]}
+
+    pusher.start()
+    engine.wait_for(has("guest_info", vm_id=vm["id"]))
+    hostname["now"] = "renamed"
+    engine.wait_for(lambda request: any(m["info"]["hostname"] == "renamed" for m in guest_infos(engine, vm["id"])))
+    stats = len(engine.messages("stats"))
+    engine.wait_for(lambda request: len(engine.messages("stats")) >= stats + 3)
+
+    assert [m["info"]["hostname"] for m in guest_infos(engine, vm["id"])] == ["vm1", "renamed"]
+
+
+def test_a_lifecycle_event_makes_the_guest_information_of_its_vm_go_again(engine, driver, pusher):
+    vm, other = make_vm(driver, "vm1"), make_vm(driver, "vm2")
+    pusher.start()
+    engine.wait_for(has("guest_info", vm_id=vm["id"]))
+    engine.wait_for(has("guest_info", vm_id=other["id"]))
+
+    # Its guest agent restarted with the VM (a reset): the VM stays up, its facts are the same.
+    pusher.event("vm_event", {"vm_id": vm["id"], "name": "vm1", "status": "up", "event": "started", "detail": "booted"})
+    engine.wait_for(has("vm_event", vm_id=vm["id"]))
+    engine.wait_for(lambda request: len(guest_infos(engine, vm["id"])) >= 2)
+    stats = len(engine.messages("stats"))
+    engine.wait_for(lambda request: len(engine.messages("stats")) >= stats + 3)
+
+    assert len(guest_infos(engine, vm["id"])) == 2
+    assert len(guest_infos(engine, other["id"])) == 1
+
+
+def test_unchanged_guest_information_goes_again_after_the_refresh(engine, driver, pusher, monkeypatch):
+    monkeypatch.setattr(push, "GUEST_REFRESH", 0.5)
+    vm = make_vm(driver)
+
+    pusher.start()
+    engine.wait_for(lambda request: len(guest_infos(engine, vm["id"])) >= 3)
+
+    infos = guest_infos(engine, vm["id"])
+    assert all(b["at"] - a["at"] >= 0.5 for a, b in zip(infos, infos[1:], strict=False))
+
+
+def test_guest_information_the_engine_refused_goes_again(engine, driver, pusher):
+    vm = make_vm(driver)
+    refused = []
+
+    def answer(body):
+        if not refused and any(m["kind"] == "guest_info" for m in body["messages"]):
+            refused.append(body["seq"])
+            return 400, {"error": "messages[1].info is not good", "field": "messages[1].info"}
+        return None
+
+    engine.answer = answer
+    pusher.start()
+    engine.wait_for(has("guest_info", vm_id=vm["id"]))
+
+    assert refused and len(guest_infos(engine, vm["id"])) == 1
 
 
 def test_an_engine_that_is_down_is_retried_until_it_answers(engine, pki, tmp_path, scheduler):
@@ -325,6 +560,9 @@ def test_an_engine_that_is_down_is_retried_until_it_answers(engine, pki, tmp_pat
         assert "cannot reach the engine" in pusher.last_error
         with running_ingest_server(engine, pki, listen=[("127.0.0.1", port)]) as _:
             _, first, _ = engine.wait_for(lambda request: True, timeout=15)
+            deadline = time.monotonic() + WAIT  # the pusher reads the answer after the engine got the request
+            while pusher.last_error and time.monotonic() < deadline:
+                time.sleep(0.02)
     finally:
         pusher.stop()
 
