@@ -165,7 +165,20 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60.0) -
     raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
-def start_ingest(port: int, intervals: dict, workers: int, max_connections: int, log_dir: Path) -> subprocess.Popen:
+def start_ingest(
+    port: int, intervals: dict, workers: int, max_connections: int, log_dir: Path, listeners: int = 1
+) -> list[subprocess.Popen]:
+    """`listeners` processes of `manage.py ingest` sharing the port (SO_REUSEPORT: the kernel
+    spreads the agents' connections over them), as an engine on several cores runs it."""
+    return [
+        _start_listener(port, intervals, workers, max_connections, log_dir, reuse_port=listeners > 1)
+        for _ in range(listeners)
+    ]
+
+
+def _start_listener(
+    port: int, intervals: dict, workers: int, max_connections: int, log_dir: Path, *, reuse_port: bool
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "OLVM_AGENT_HEARTBEAT_INTERVAL": str(intervals["heartbeat"]),
@@ -176,9 +189,31 @@ def start_ingest(port: int, intervals: dict, workers: int, max_connections: int,
     log = open(log_dir / "ingest.log", "ab")  # noqa: SIM115 - the child keeps it
     command = [sys.executable, str(ROOT / "manage.py"), "ingest", "--listen", f"127.0.0.1:{port}"]
     command += ["--workers", str(workers), "--max-connections", str(max_connections)]
+    command += ["--reuse-port"] if reuse_port else []
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_for_port(port, process)
+    if reuse_port:  # the port answers as soon as the first listener binds: wait for this one's log
+        wait_for_listening(process, log_dir / "ingest.log")
+    else:
+        wait_for_port(port, process)
     return process
+
+
+def wait_for_listening(process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"process {process.args} ended with {process.returncode}")
+        if any(f"pid {process.pid})" in line for line in _lines(log)):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"listener {process.pid} did not say it listens after {timeout:g} s")
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 def stop(process: subprocess.Popen | None) -> None:
@@ -223,18 +258,18 @@ def measure_step(
     args, interval: float, subscriber: Subscriber, sim: subprocess.Popen, status_file: Path, log_dir: Path
 ):
     intervals = {"heartbeat": args.heartbeat_interval, "stats": interval, "guest_info": args.guest_info_interval}
-    ingest = start_ingest(args.ingest_port, intervals, args.workers, 2 * args.hosts + 100, log_dir)
+    listeners = start_ingest(args.ingest_port, intervals, args.workers, 2 * args.hosts + 100, log_dir, args.listeners)
     try:
         warmup = max(args.warmup, 2 * interval)
         time.sleep(warmup)
         window = max(args.window, 3 * interval)
         t0, sim0 = time.time(), read_status(status_file)
-        cpu0 = {"ingest": cpu_seconds(ingest.pid), "sim": cpu_seconds(sim.pid)}
+        cpu0 = {"ingest": sum(cpu_seconds(p.pid) for p in listeners), "sim": cpu_seconds(sim.pid)}
         busy0, total0 = machine_cpu()
         procs0 = cpu_by_process()
         time.sleep(window)
         t1, sim1 = time.time(), read_status(status_file)
-        cpu1 = {"ingest": cpu_seconds(ingest.pid), "sim": cpu_seconds(sim.pid)}
+        cpu1 = {"ingest": sum(cpu_seconds(p.pid) for p in listeners), "sim": cpu_seconds(sim.pid)}
         busy1, total1 = machine_cpu()
         procs1 = cpu_by_process()
         got = subscriber.since(t0, t1)
@@ -255,19 +290,28 @@ def measure_step(
             "sample_p50": percentile(sample_delays, 50) if sample_delays else float("nan"),
             "sample_p95": percentile(sample_delays, 95) if sample_delays else float("nan"),
             "ingest_cpu": (cpu1["ingest"] - cpu0["ingest"]) / elapsed * 100,
-            "ingest": proc_status(ingest.pid),
+            "ingest": _summed([proc_status(p.pid) for p in listeners]),
+            "listeners": len(listeners),
             "sim_cpu": (cpu1["sim"] - cpu0["sim"]) / elapsed * 100,
             "sim": proc_status(sim.pid),
             "machine_busy": (busy1 - busy0) / max(total1 - total0, 1) * 100,
             "shares": cpu_shares(
-                procs0, procs1, elapsed, {ingest.pid: "ingest", sim.pid: "simulator", os.getpid(): "bench+subscriber"}
+                procs0,
+                procs1,
+                elapsed,
+                {**{p.pid: "ingest" for p in listeners}, sim.pid: "simulator", os.getpid(): "bench+subscriber"},
             ),
             "hosts_failing": sim1.get("hosts_failing", 0),
             "last_error": sim1.get("last_error", ""),
             "keeps_up": rate >= KEEPS_UP * offered,
         }
     finally:
-        stop(ingest)
+        for process in listeners:
+            stop(process)
+
+
+def _summed(statuses: list[dict]) -> dict:
+    return {"rss_mib": sum(s["rss_mib"] for s in statuses), "threads": sum(s["threads"] for s in statuses)}
 
 
 def report(step: dict) -> None:
@@ -277,7 +321,8 @@ def report(step: dict) -> None:
         f"{step['stats_msgs_per_s']:,.0f} stats messages/s, {step['requests_per_s']:,.0f} pushes/s; "
         f"push->subscriber p50 {step['push_p50']:.0f} ms, p95 {step['push_p95']:.0f} ms "
         f"(sample->subscriber p50 {step['sample_p50']:.0f} ms, p95 {step['sample_p95']:.0f} ms); "
-        f"ingest CPU {step['ingest_cpu']:.0f}% of a core, RSS {step['ingest']['rss_mib']:.0f} MiB, "
+        f"ingest ({step['listeners']} listener(s)) CPU {step['ingest_cpu']:.0f}% of a core, "
+        f"RSS {step['ingest']['rss_mib']:.0f} MiB, "
         f"{step['ingest']['threads']} threads; simulator CPU {step['sim_cpu']:.0f}%, RSS {step['sim']['rss_mib']:.0f} "
         f"MiB, {step['sim']['threads']} threads; machine {step['machine_busy']:.0f}% busy ("
         + ", ".join(f"{k} {v:.0f}%" for k, v in sorted(step["shares"].items(), key=lambda kv: -kv[1]))
@@ -297,6 +342,10 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured per step (at least 3 intervals)")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring (at least 2 intervals)")
     parser.add_argument("--workers", type=int, default=4, help="manage.py ingest --workers")
+    parser.add_argument(
+        "--listeners", type=int, default=os.cpu_count() or 1, help="ingest processes on the port (default: CPUs)"
+    )
+    parser.add_argument("--send-workers", type=int, default=128, help="the simulator's sending threads (default 128)")
     parser.add_argument("--ingest-port", type=int, default=54390)
     parser.add_argument("--port-base", type=int, default=62000, help="agent port of the first simulated host")
     parser.add_argument("--all", action="store_true", help="go on through every interval after the ceiling")
@@ -326,13 +375,13 @@ def main() -> None:
     steps = []
     try:
         # The simulator's first pushes land (and the listener's certificate is issued).
-        ingest = start_ingest(args.ingest_port, first, args.workers, 2 * args.hosts + 100, var)
+        first_listeners = start_ingest(args.ingest_port, first, args.workers, 2 * args.hosts + 100, var)
         status_file.unlink(missing_ok=True)
         started = time.monotonic()
         sim_log = open(var / "simulate.log", "ab")  # noqa: SIM115 - the child keeps it
         sim = subprocess.Popen(
             [sys.executable, "-m", "hostagent", "simulate", "--manifest", str(manifest)]
-            + ["--status-file", str(status_file), "--log-level", "WARNING"],
+            + ["--status-file", str(status_file), "--log-level", "WARNING", "--send-workers", str(args.send_workers)],
             cwd=ROOT,
             stdout=sim_log,
             stderr=subprocess.STDOUT,
@@ -347,7 +396,8 @@ def main() -> None:
             f"{status['threads']} threads, RSS {status['rss_mib']:.0f} MiB (pid {sim.pid})",
             flush=True,
         )
-        stop(ingest)
+        for process in first_listeners:
+            stop(process)
         for interval in intervals:
             step = measure_step(args, interval, subscriber, sim, status_file, var)
             steps.append(step)

@@ -35,6 +35,8 @@ import ssl
 import threading
 from collections.abc import Callable
 
+import orjson
+
 from hostagent.agent.drivers import VM_STATUSES
 
 log = logging.getLogger("hostagent.ingest")
@@ -453,7 +455,9 @@ class IngestServer:
 
     async def _handle(self, host_cn: str, raw: bytes, peer: str) -> tuple[int, dict]:
         try:
-            body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            # orjson: several times faster than json on these bodies (most of a busy
+            # listener's time went here); it refuses NaN, Infinity and malformed UTF-8 itself.
+            body = orjson.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             return 400, {"error": f"The body is not JSON: {str(exc)[:200]}"}
         if not isinstance(body, dict):
@@ -556,7 +560,3 @@ def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result, exc
 
     with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
         loop.call_soon_threadsafe(done)
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")

@@ -533,7 +533,7 @@ def latest_samples(kind: str, ids) -> dict[str, dict]:
     """The newest stats sample of each host or VM (`kind` "host" or "vm") that the ingest
     handler keeps in the hot cache: one MGET for a page of rows. {} when Redis does not answer:
     a page then shows no figures until the next stats message."""
-    import json
+    import orjson
 
     from .ingest import STATS_KEY
 
@@ -549,7 +549,7 @@ def latest_samples(kind: str, ids) -> dict[str, dict]:
     for key, raw in zip(keys, values, strict=True):
         if raw is not None:
             try:
-                samples[key] = json.loads(raw)
+                samples[key] = orjson.loads(raw)
             except ValueError:
                 continue
     return samples

@@ -5,8 +5,9 @@ the transport has verified the agent's certificate and passes its common name, w
 the host's inventory id. Each batch is validated as a whole first, so a malformed message
 applies nothing; then each message is applied in order, each in its own short transaction:
 
-- heartbeat: `Host.last_heartbeat` (written at most every few seconds per host), and a
-  non-responsive host that speaks again comes back up;
+- every batch, whatever it holds, is a heartbeat: `Host.last_heartbeat` (written at most
+  every few seconds per host), and a non-responsive host that speaks again comes back up (a
+  `heartbeat` message is for an agent with nothing else to say);
 - vm_report / vm_event: the reconciler (compute/reconcile.py);
 - stats: the hot cache (Redis) and one message to the host's Channels group `host.<id>`;
 - guest_info: the VM's guest facts (consecutive ones in one go).
@@ -17,18 +18,19 @@ every VM.
 What keeps a thousand hosts cheap (bench/ingest.py): nothing is written when nothing
 changed. The host row is kept for a few seconds (`HOST_CACHE_SECONDS`); an unchanged
 report costs one lean query; guest facts are compared in one query per run of messages;
-the stats of a host go to Redis in one round trip (a script setting every key) and to
-subscribers as one message per host, not one per VM.
+the stats of a host go to the hot cache and to subscribers (one message per host, not one
+per VM) through the publisher thread, which batches them with other hosts' into a few Redis
+round trips.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
 
+import orjson
 import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
@@ -40,7 +42,7 @@ from .audit import record_event
 from .choices import HostStatus
 from .history import record_samples
 from .models import Host
-from .publish import send_now
+from .publish import cache_now, flush, send_now
 from .services import set_host_status
 
 log = logging.getLogger(__name__)
@@ -67,16 +69,7 @@ _reports: dict[str, tuple[float, int]] = {}  # host id -> (when compared, digest
 _guests: dict[str, tuple[float, int]] = {}  # host id -> (when compared, digest of the guest facts)
 _state_lock = threading.Lock()
 _redis_lock = threading.Lock()
-_redis: tuple[redis.Redis, object] | None = None  # (client, the script setting the samples)
-
-# SET every KEYS[i] to ARGV[i] with the TTL of the last ARGV: a host's samples in one round trip.
-_SET_ALL = """
-local ttl = ARGV[#ARGV]
-for i = 1, #KEYS do
-    redis.call('SET', KEYS[i], ARGV[i], 'EX', ttl)
-end
-return #KEYS
-"""
+_redis: redis.Redis | None = None
 
 
 def forget_state() -> None:
@@ -147,6 +140,9 @@ def apply_batch(host: Host, body: dict) -> int:
     from compute.reconcile import apply_vm_event, reconcile_host
 
     _note_boot(host, body["agent"])
+    # Every batch the agent gets through is a sign of life, whatever it carries: an agent that
+    # pushes stats more often than heartbeats need not send heartbeats of their own.
+    _heartbeat(host)
     accepted = 0
     guest: list[tuple[str, dict]] = []  # a run of guest_info messages, applied together
     for message in body["messages"]:
@@ -158,9 +154,7 @@ def apply_batch(host: Host, body: dict) -> int:
         if guest:
             _guest_infos(host, guest)
             guest = []
-        if kind == "heartbeat":
-            _heartbeat(host)
-        elif kind == "vm_report":
+        if kind == "vm_report":
             _report(host, message["vms"], reconcile_host)
         elif kind == "vm_event":
             _forget_report(host)
@@ -235,7 +229,7 @@ def _note_boot(host: Host, agent: dict) -> None:
     if previous == boot_id:
         return
     try:
-        client, _ = _hot_cache()
+        client = _hot_cache()
         shared = client.set(BOOT_KEY.format(id=key), boot_id, get=True)
         previous = shared.decode() if shared is not None else None
     except Exception as exc:  # Redis is down: this process's memory is all there is
@@ -292,13 +286,10 @@ def _stats(host: Host, message: dict, sent_at: float) -> None:
     # row per object buffered for the history tables (inventory/history.py, never raises).
     record_samples(host_sample, vm_samples)
     keys = [STATS_KEY.format(kind="host", id=host_id)] + [STATS_KEY.format(kind="vm", id=s["id"]) for s in vm_samples]
-    values = [json.dumps(host_sample, separators=(",", ":"))]
-    values += [json.dumps(sample, separators=(",", ":")) for sample in vm_samples]
-    try:
-        client, set_all = _hot_cache()
-        set_all(keys=keys, args=[*values, STATS_TTL], client=client)
-    except Exception as exc:  # the hot cache is best effort, like the channel layer
-        log.warning("stats of host %s not cached: %s", host.name, exc)
+    values = [orjson.dumps(host_sample)] + [orjson.dumps(sample) for sample in vm_samples]
+    # Both from the publisher thread, batched with other hosts' (inventory/publish.py): this
+    # thread waits for no Redis round trip.
+    cache_now(keys, values, STATS_TTL)
     send_now(
         f"host.{host_id}",
         "host.stats",
@@ -306,18 +297,18 @@ def _stats(host: Host, message: dict, sent_at: float) -> None:
     )
 
 
-def _hot_cache() -> tuple[redis.Redis, object]:
+def _hot_cache() -> redis.Redis:
     global _redis
     with _redis_lock:
         if _redis is None:
             url = settings.CACHES["default"]["LOCATION"]  # the hot cache: Redis
-            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-            _redis = (client, client.register_script(_SET_ALL))
+            _redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         return _redis
 
 
 def latest_stats(kind: str, object_id) -> dict | None:
     """The newest stats sample of a host or VM from the hot cache (None when none is fresh)."""
-    client, _ = _hot_cache()
+    flush(1.0)  # what this process handled is read back (samples are cached from the publisher thread)
+    client = _hot_cache()
     raw = client.get(STATS_KEY.format(kind=kind, id=object_id))
-    return json.loads(raw) if raw is not None else None
+    return orjson.loads(raw) if raw is not None else None

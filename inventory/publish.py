@@ -10,6 +10,13 @@ request, a task or the ingest listener never waits for Redis round trips, and no
 builds a fresh event loop and Redis connection as `async_to_sync(group_send)` would from
 plain sync code (that cost ~10 ms per message). `flush()` waits until everything queued
 has been sent (tests, and management commands before they exit).
+
+With the Redis channel layer a whole batch goes out in three round trips, however many
+groups it touches (`_group_send_many`): one pipeline reads the members of every group, one
+script stores every message in every member's channel, in order. `group_send` would make
+four round trips per message (and send its script's text each time), which was most of the
+publisher's time with a thousand hosts' stats. The hot cache of stats samples
+(`cache_now`) is written from here too, one script call per batch.
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ import logging
 import os
 import queue
 import threading
+import time
+from collections import defaultdict
 
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
+from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -30,12 +41,45 @@ MAX_BATCH = 500
 CONCURRENT_GROUPS = 32  # groups sent to at once (each may take a Redis connection of the pool)
 
 
+# Store each message in its channel (a sorted set scored by time, as channels_redis keeps
+# them): KEYS the channel keys (one may repeat); ARGV the messages, the capacities and the
+# scores of each, then the expiry. The expiry and capacity rules are channels_redis's own.
+_SEND_MANY = """
+local n = #KEYS
+local expiry = tonumber(ARGV[3 * n + 1])
+local oldest = tonumber(ARGV[3 * n + 2])
+local over = 0
+for i = 1, n do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, oldest)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
+        redis.call('ZADD', KEYS[i], ARGV[2 * n + i], ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        over = over + 1
+    end
+end
+return over
+"""
+
+# SET every KEYS[i] to ARGV[i] with the TTL of the last ARGV (the hot cache's samples).
+_SET_ALL = """
+local ttl = ARGV[#ARGV]
+for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], ARGV[i], 'EX', ttl)
+end
+return #KEYS
+"""
+
+
 class _Publisher:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.pending = 0
         self.cond = threading.Condition()
+        self.last_score = 0.0  # channel scores only grow: a later message is never received first
+        self.scripts: dict = {}  # (script, redis client) -> its registered script
+        self.cache = None  # the hot cache's client, made in the publisher's loop
         self.thread = threading.Thread(target=self._run, name="olvm-publisher", daemon=True)
         self.thread.start()
 
@@ -43,6 +87,11 @@ class _Publisher:
         with self.cond:
             self.pending += 1
         self.queue.put((group, message))
+
+    def put_cache(self, keys: list[str], values: list[bytes], ttl: int) -> None:
+        with self.cond:
+            self.pending += 1
+        self.queue.put((None, (keys, values, ttl)))
 
     def flush(self, timeout: float = 5.0) -> bool:
         with self.cond:
@@ -60,16 +109,98 @@ class _Publisher:
                     break
             try:
                 loop.run_until_complete(self._send(batch))
+            except Exception:  # never lose the thread: the next batch may find Redis back
+                logger.exception("publishing a batch of %d failed", len(batch))
             finally:
                 with self.cond:
                     self.pending -= len(batch)
                     self.cond.notify_all()
 
-    @staticmethod
-    async def _send(batch: list[tuple[str, dict]]) -> None:
-        """In order within each group; groups side by side (a group_send is several Redis
-        round trips: one after the other, a thousand hosts' stats would queue for seconds)."""
+    async def _send(self, batch: list[tuple[str | None, object]]) -> None:
+        messages = [(group, item) for group, item in batch if group is not None]
+        cached = [item for group, item in batch if group is None]
+        if cached:
+            await self._cache(cached)
+        if not messages:
+            return
         layer = get_channel_layer()
+        if isinstance(layer, RedisChannelLayer):
+            try:
+                await self._group_send_many(layer, messages)
+            except Exception as exc:  # the channel layer is best effort; the database holds the truth
+                logger.warning("could not publish %d message(s): %s", len(messages), exc)
+            return
+        await self._group_send_each(layer, messages)
+
+    async def _cache(self, items: list[tuple[list[str], list[bytes], int]]) -> None:
+        by_ttl: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for keys, values, ttl in items:
+            by_ttl[ttl][0].extend(keys)
+            by_ttl[ttl][1].extend(values)
+        try:
+            if self.cache is None:
+                import redis.asyncio
+
+                url = settings.CACHES["default"]["LOCATION"]
+                self.cache = redis.asyncio.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            script = self._script(_SET_ALL, self.cache)
+            for ttl, (keys, values) in by_ttl.items():
+                await script(keys=keys, args=[*values, ttl], client=self.cache)
+        except Exception as exc:  # the hot cache is best effort, like the channel layer
+            logger.warning("stats samples not cached: %s", exc)
+
+    def _script(self, source: str, client):
+        key = (source, id(client))
+        script = self.scripts.get(key)
+        if script is None:
+            script = self.scripts[key] = client.register_script(source)
+        return script
+
+    def _score(self) -> float:
+        self.last_score = max(time.time(), self.last_score + 1e-6)
+        return self.last_score
+
+    async def _group_send_many(self, layer: RedisChannelLayer, batch: list[tuple[str, dict]]) -> None:
+        """channels_redis's group_send for a whole batch: the members of every group in one
+        pipeline, then every message into every member's channel with one script call per
+        Redis server. Messages keep their order (growing scores), within a group and across."""
+        now = time.time()
+        by_server: dict[int, list[tuple[str, dict]]] = defaultdict(list)
+        for group, message in batch:
+            by_server[layer.consistent_hash(group)].append((group, message))
+        sends: dict[int, tuple[list, list, list, list]] = defaultdict(lambda: ([], [], [], []))
+        for index, pairs in by_server.items():
+            groups = list(dict.fromkeys(group for group, _ in pairs))
+            pipe = layer.connection(index).pipeline(transaction=False)
+            for group in groups:
+                key = layer._group_key(group)
+                pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
+                pipe.zrange(key, 0, -1)
+            replies = await pipe.execute()
+            members = {group: [m.decode() for m in replies[2 * i + 1]] for i, group in enumerate(groups)}
+            for group, message in pairs:
+                if not members[group]:
+                    continue  # nobody listens
+                to_server, message_of, capacity_of = layer._map_channel_keys_to_connection(members[group], message)
+                for server, channel_keys in to_server.items():
+                    keys, messages, capacities, scores = sends[server]
+                    for channel_key in channel_keys:
+                        keys.append(channel_key)
+                        messages.append(message_of[channel_key])
+                        capacities.append(capacity_of[channel_key])
+                        scores.append(repr(self._score()))
+        for server, (keys, messages, capacities, scores) in sends.items():
+            connection = layer.connection(server)
+            expiry = int(layer.expiry)
+            over = await self._script(_SEND_MANY, connection)(
+                keys=keys, args=[*messages, *capacities, *scores, expiry, int(time.time()) - expiry], client=connection
+            )
+            if over:
+                logger.info("%d message(s) not delivered: their channels are over capacity", over)
+
+    @staticmethod
+    async def _group_send_each(layer, batch: list[tuple[str, dict]]) -> None:
+        """Any other channel layer: group_send in order within each group, groups side by side."""
         by_group: dict[str, list[dict]] = {}
         for group, message in batch:
             by_group.setdefault(group, []).append(message)
@@ -105,6 +236,12 @@ def send_now(group: str, message_type: str, payload: dict, **extra) -> None:
     if get_channel_layer() is None:
         return
     _get().put(group, {"type": message_type, "payload": payload, **extra})
+
+
+def cache_now(keys: list[str], values: list[bytes], ttl: int) -> None:
+    """Set hot-cache keys (the newest stats samples, inventory/ingest.py) from the publisher
+    thread, batched with whatever else is queued; `flush()` waits for it too."""
+    _get().put_cache(keys, values, ttl)
 
 
 def publish(group: str, message_type: str, payload: dict, **extra) -> None:

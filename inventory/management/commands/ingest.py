@@ -7,6 +7,7 @@ renewal task replaces it.
 """
 
 import logging
+import os
 import signal
 import threading
 
@@ -67,7 +68,8 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot listen on {listen}: {exc}") from None
         where = ", ".join(f"{a}:{p}" for a, p in server.addresses)
-        self.stdout.write(f"Ingest listener on {where} (mutual TLS, engine CA)")
+        self.stdout.write(f"Ingest listener on {where} (mutual TLS, engine CA; pid {os.getpid()})")
+        self.stdout.flush()
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
