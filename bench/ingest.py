@@ -9,8 +9,9 @@ runs, as the engine does:
   answering the stats interval of the step (restarted for each step);
 - the simulator, `python -m hostagent simulate` on the manifest: every host with its own
   certificate, JSON-RPC server and push;
-- a websocket-like subscriber: a channel of the Channels layer (what a consumer is) in every
-  host's group `host.<id>`, where the engine publishes each host's stats.
+- websocket-like subscribers: channels of the Channels layer (what a consumer is; four by
+  default, each of its own layer as each daphne process has) sharing out the hosts' groups
+  `host.<id>`, where the engine publishes each host's stats.
 
 For each stats interval (15 s, then faster until the engine no longer keeps up) it prints
 the VM samples per second the subscriber received (against what the hosts offer), the delay
@@ -94,11 +95,15 @@ def machine_cpu() -> tuple[float, float]:
 
 
 class Subscriber(threading.Thread):
-    """One channel in every host's group, like a websocket consumer; keeps what arrives."""
+    """Websocket-like subscribers: `count` channels, each of its own channel layer (as each
+    daphne process has its own), sharing out every host's group `host.<id>`; keeps what
+    arrives. One channel in a thousand groups would measure how fast one consumer can read,
+    not the engine: a browser watches a page's worth of hosts."""
 
-    def __init__(self, host_ids: list[str]):
+    def __init__(self, host_ids: list[str], count: int = 4):
         super().__init__(name="subscriber", daemon=True)
         self.host_ids = host_ids
+        self.count = max(1, count)
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -109,21 +114,29 @@ class Subscriber(threading.Thread):
 
     async def _main(self) -> None:
         from channels.layers import get_channel_layer
+        from channels_redis.core import RedisChannelLayer
+        from django.conf import settings
 
-        layer = get_channel_layer()
+        config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+        layers = [get_channel_layer()] + [RedisChannelLayer(**config) for _ in range(self.count - 1)]
         groups = [f"host.{host_id}" for host_id in self.host_ids]
         # Members left by an earlier run that was killed would still be sent every message
         # (the layer keeps group members for a day): these groups start empty.
-        await layer.connection(0).delete(*[f"{layer.prefix}:group:{group}" for group in groups])
-        channel = await layer.new_channel()
-        for group in groups:
-            await layer.group_add(group, channel)
+        await layers[0].connection(0).delete(*[f"{layers[0].prefix}:group:{group}" for group in groups])
+        members = []
+        for i, layer in enumerate(layers):
+            channel = await layer.new_channel()
+            mine = groups[i :: len(layers)]
+            for group in mine:
+                await layer.group_add(group, channel)
+            members.append((layer, channel, mine))
         self.ready.set()
         try:
-            await self._receive(layer, channel)
+            await asyncio.gather(*(self._receive(layer, channel) for layer, channel, _ in members))
         finally:
-            for group in groups:
-                await layer.group_discard(group, channel)
+            for layer, channel, mine in members:
+                for group in mine:
+                    await layer.group_discard(group, channel)
 
     async def _receive(self, layer, channel) -> None:
         while not self.stopping.is_set():
@@ -346,6 +359,7 @@ def main() -> None:
         "--listeners", type=int, default=os.cpu_count() or 1, help="ingest processes on the port (default: CPUs)"
     )
     parser.add_argument("--send-workers", type=int, default=128, help="the simulator's sending threads (default 128)")
+    parser.add_argument("--subscribers", type=int, default=4, help="subscriber channels sharing the hosts' groups")
     parser.add_argument("--ingest-port", type=int, default=54390)
     parser.add_argument("--port-base", type=int, default=62000, help="agent port of the first simulated host")
     parser.add_argument("--all", action="store_true", help="go on through every interval after the ceiling")
@@ -360,15 +374,16 @@ def main() -> None:
     host_ids = setup(
         args.hosts, args.vms_per_host, args.port_base, manifest, f"https://127.0.0.1:{args.ingest_port}/ingest"
     )
-    subscriber = Subscriber(host_ids)
+    subscriber = Subscriber(host_ids, args.subscribers)
     subscriber.start()
     subscriber.ready.wait(120)
     intervals = [float(x) for x in args.intervals.split(",")]
     first = {"heartbeat": args.heartbeat_interval, "stats": intervals[0], "guest_info": args.guest_info_interval}
     print(
-        f"{args.hosts} hosts x {args.vms_per_host} VMs; heartbeat (with the full VM report) every "
-        f"{args.heartbeat_interval:g} s, guest information every {args.guest_info_interval:g} s; "
-        f"{os.cpu_count()} CPUs",
+        f"{args.hosts} hosts x {args.vms_per_host} VMs; heartbeat every {args.heartbeat_interval:g} s "
+        f"(when nothing else went), full VM report on change or every 10 s, guest information looked at "
+        f"every {args.guest_info_interval:g} s (sent on change); {args.listeners} ingest listener(s), "
+        f"{args.subscribers} subscriber channels; {os.cpu_count()} CPUs",
         flush=True,
     )
     sim = None

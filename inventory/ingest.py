@@ -48,6 +48,8 @@ from .services import set_host_status
 log = logging.getLogger(__name__)
 
 HEARTBEAT_WRITE_EVERY = 5.0  # seconds: liveness only needs the heartbeat to the nearest few seconds
+HEARTBEAT_FLUSH_EVERY = 1.0  # seconds between the UPDATEs writing every host's heartbeat noted meanwhile
+CONNECTION_CHECK_SECONDS = 1.0
 # How long a host row is reused. Its status is checked by every heartbeat write (a
 # non-responsive host recovers at once), so this bounds only how late a removed host is refused.
 HOST_CACHE_SECONDS = 60.0
@@ -67,6 +69,9 @@ _heartbeat_written: dict[str, float] = {}
 _hosts: dict[str, tuple[float, Host]] = {}  # host id -> (when read, the row with its cluster)
 _reports: dict[str, tuple[float, int]] = {}  # host id -> (when compared, digest of the report)
 _guests: dict[str, tuple[float, int]] = {}  # host id -> (when compared, digest of the guest facts)
+_heartbeats_pending: set[str] = set()  # hosts whose heartbeat the next flush writes
+_heartbeats_flushed = float("-inf")  # when heartbeats were last written (monotonic)
+_thread_state = threading.local()
 _state_lock = threading.Lock()
 _redis_lock = threading.Lock()
 _redis: redis.Redis | None = None
@@ -74,9 +79,12 @@ _redis: redis.Redis | None = None
 
 def forget_state() -> None:
     """Drop what this process remembers of hosts (tests)."""
+    global _heartbeats_flushed
     with _state_lock:
         _boot_ids.clear()
         _heartbeat_written.clear()
+        _heartbeats_pending.clear()
+        _heartbeats_flushed = float("-inf")
         _hosts.clear()
         _reports.clear()
         _guests.clear()
@@ -92,7 +100,7 @@ def intervals() -> dict:
 
 def handle(host_cn: str, body) -> tuple[int, dict]:
     """One request of one agent: (HTTP status, JSON answer)."""
-    close_old_connections()
+    _tidy_connections()
     try:
         try:
             validate_batch(body)
@@ -107,7 +115,20 @@ def handle(host_cn: str, body) -> tuple[int, dict]:
             log.warning("ingest from %s: database unavailable: %s", host_cn[:64], exc)
             return 503, {"error": "The engine cannot store reports right now; retry."}
         return 200, {"ok": True, "accepted": accepted, **intervals()}
+    except DatabaseError:
+        close_old_connections()  # a broken connection is not kept for the next request
+        raise
     finally:
+        _tidy_connections()
+
+
+def _tidy_connections() -> None:
+    """Django's per-request connection check (CONN_MAX_AGE, a connection an error left
+    unusable), at most every CONNECTION_CHECK_SECONDS per handler thread: hundreds of
+    requests a second need not each walk the connections twice."""
+    now = time.monotonic()
+    if now - getattr(_thread_state, "checked", 0.0) >= CONNECTION_CHECK_SECONDS:
+        _thread_state.checked = now
         close_old_connections()
 
 
@@ -253,16 +274,16 @@ def _heartbeat(host: Host) -> None:
         if due:
             _heartbeat_written[key] = now
     if host.status != HostStatus.NON_RESPONSIVE:
-        if not due:
-            return
-        # The host row may be a few seconds old: a host the liveness sweep has just marked
-        # non-responsive is not updated here, and recovers below.
-        if (
-            Host.objects.filter(pk=host.pk)
-            .exclude(status=HostStatus.NON_RESPONSIVE)
-            .update(last_heartbeat=timezone.now())
-        ):
-            return
+        if due:
+            with _state_lock:
+                _heartbeats_pending.add(key)
+        flush_heartbeats(now - HEARTBEAT_FLUSH_EVERY)
+        return
+    _recover(host)
+
+
+def _recover(host: Host) -> None:
+    """A heartbeat of a host the engine has as non-responsive: it is up again, audited."""
     with transaction.atomic():
         locked = Host.objects.select_for_update().filter(pk=host.pk).first()
         if locked is None:  # removed meanwhile: its next request is refused
@@ -274,6 +295,28 @@ def _heartbeat(host: Host) -> None:
             set_host_status(locked, HostStatus.UP)
             record_event("VDS_RECOVERED", f"Host {locked.name} is responding again; it is Up.", obj=locked)
     _forget_host(host)
+
+
+def flush_heartbeats(unless_since: float | None = None) -> int:
+    """Write the heartbeats noted since the last flush, every host in one UPDATE (a
+    thousand hosts would otherwise be hundreds of statements a second); with `unless_since`
+    (a monotonic time), only when the last flush was before it."""
+    global _heartbeats_flushed
+    with _state_lock:
+        if not _heartbeats_pending or (unless_since is not None and _heartbeats_flushed > unless_since):
+            return 0
+        ids = list(_heartbeats_pending)
+        _heartbeats_pending.clear()
+        _heartbeats_flushed = time.monotonic()
+    written = (
+        Host.objects.filter(pk__in=ids).exclude(status=HostStatus.NON_RESPONSIVE).update(last_heartbeat=timezone.now())
+    )
+    if written < len(ids):
+        # Marked non-responsive by the liveness sweep after this process read their rows:
+        # the heartbeat just noted proves them alive again.
+        for stale in Host.objects.filter(pk__in=ids, status=HostStatus.NON_RESPONSIVE):
+            _recover(stale)
+    return written
 
 
 def _stats(host: Host, message: dict, sent_at: float) -> None:

@@ -234,8 +234,22 @@ def test_a_host_marked_non_responsive_while_the_engine_knew_it_up_recovers_at_it
     ingest._heartbeat_written.clear()  # the next heartbeat is due
 
     assert ingest.handle(str(host.pk), batch(heartbeat()))[0] == 200
+    ingest.flush_heartbeats()  # heartbeats are written within a second, all hosts' in one go
+
     assert Host.objects.get(pk=host.pk).status == HostStatus.UP
     assert Event.objects.filter(host_id=host.pk, code="VDS_RECOVERED").count() == 1
+
+
+def test_heartbeats_of_many_hosts_are_written_in_one_statement(django_assert_max_num_queries):
+    hosts = [make_host(status=HostStatus.UP, last_heartbeat=None) for _ in range(5)]
+    for host in hosts:
+        assert ingest.handle(str(host.pk), batch(heartbeat()))[0] == 200
+    assert Host.objects.filter(last_heartbeat__isnull=False).count() == 1  # the first went at once
+
+    with django_assert_max_num_queries(1):
+        assert ingest.flush_heartbeats() == 4
+
+    assert not Host.objects.filter(last_heartbeat__isnull=True).exists()
 
 
 def test_a_removed_host_is_refused_once_its_row_is_read_again(monkeypatch):
