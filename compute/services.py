@@ -320,20 +320,27 @@ def create_vm(
     name: str,
     template: Template | None = None,
     instance_type: InstanceType | None = None,
+    clone: bool = False,
     **fields,
 ) -> tuple[VirtualMachine, Job | None]:
-    return _create_vm(user=user, cluster=cluster, name=name, template=template, instance_type=instance_type, **fields)
+    """A VM in `cluster`, shaped by its template (Blank if none) and instance type. The
+    template's disks become thin qcow2 overlays on them, or with `clone` independent copies
+    (oVirt's Storage Allocation: Clone); either way a Job makes the images."""
+    return _create_vm(
+        user=user, cluster=cluster, name=name, template=template, instance_type=instance_type, clone=clone, **fields
+    )
 
 
 @transaction.atomic(durable=True)
 def create_own_vm(
-    *, user, template: Template, name: str, cluster: Cluster | None = None, **fields
+    *, user, template: Template, name: str, cluster: Cluster | None = None, clone: bool = False, **fields
 ) -> tuple[VirtualMachine, Job | None]:
     """A VM user's VM (VM portal; the API for users who are not administrators), owned by
     `user`: they need `template.use` on the template and `vm.create` on the cluster (a
     grant on the template itself covers its own cluster), and the VMs they own, this one
     included, must fit their quota (compute.quota). The cluster defaults to the template's.
-    Refusals: PermissionDenied (403), ConflictError code `quota_exceeded` (409)."""
+    `clone` as for create_vm. Refusals: PermissionDenied (403), ConflictError code
+    `quota_exceeded` (409)."""
     from inventory import permissions
     from inventory.choices import ActionGroup
 
@@ -347,7 +354,7 @@ def create_own_vm(
     permissions.check(user, ActionGroup.VM_CREATE, template if template.cluster_id == cluster.pk else cluster)
     # One user's creations queue here, so two at once cannot both take the last of the quota.
     get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-    vm, job = _create_vm(user=user, cluster=cluster, name=name, template=template, owner=user, **fields)
+    vm, job = _create_vm(user=user, cluster=cluster, name=name, template=template, clone=clone, owner=user, **fields)
     disks = sum(a.disk.provisioned_size for a in vm.disk_attachments.select_related("disk"))
     why = refusal(limits_of(user), usage_of(user), Usage(vm.vcpus, vm.memory_mib, disks))
     if why:
@@ -362,6 +369,7 @@ def _create_vm(
     name: str,
     template: Template | None = None,
     instance_type: InstanceType | None = None,
+    clone: bool = False,
     **fields,
 ) -> tuple[VirtualMachine, Job | None]:
     check_fields(VirtualMachine, fields, VM_FIELDS - {"instance_type"})
@@ -397,10 +405,11 @@ def _create_vm(
     job = None
     template_disks = list(template.disks.order_by("created_at")) if not template.is_blank else []
     if template_disks:
-        job = _create_overlays(vm, template_disks, user=user)
+        job = _create_disks_from_template(vm, template_disks, user=user, clone=clone)
+    cloned = ", its disks cloned" if clone and template_disks else ""
     record_event(
         "USER_ADD_VM",
-        f"VM {vm.name} was created by {who(user)} from template {template}.",
+        f"VM {vm.name} was created by {who(user)} from template {template}{cloned}.",
         user=user,
         obj=vm,
         correlation_id=job.correlation_id if job else "",
@@ -408,12 +417,17 @@ def _create_vm(
     return vm, job
 
 
-def _create_overlays(vm: VirtualMachine, template_disks, *, user) -> Job:
+def _create_disks_from_template(vm: VirtualMachine, template_disks, *, user, clone: bool) -> Job:
+    """One disk per template disk, on its storage domain, locked until the Job made its image:
+    a thin qcow2 overlay on it, or (`clone`) an independent qcow2 copy of it. A clone keeps
+    the template as the VM's template until its copies are made (the template cannot be
+    removed meanwhile); then the task moves it to Blank, as oVirt does: nothing of the VM
+    depends on the template any more."""
     from storage.models import Disk, DiskAttachment
 
     if any(d.status != DiskStatus.OK for d in template_disks):
         raise ConflictError("A disk of the template is locked or illegal.")
-    overlays = []
+    disks = []
     for number, base in enumerate(template_disks):
         disk = Disk.objects.create(
             alias=f"{vm.name}_Disk{number + 1}",
@@ -421,21 +435,25 @@ def _create_overlays(vm: VirtualMachine, template_disks, *, user) -> Job:
             provisioned_size=base.provisioned_size,
             format=DiskFormat.QCOW2,
             allocation=DiskAllocation.THIN,
-            backing_disk=base,
+            backing_disk=None if clone else base,
             status=DiskStatus.LOCKED,
+            description=f"Cloned from {base.alias} of template {vm.template}"[:255] if clone else "",
         )
         DiskAttachment.objects.create(vm=vm, disk=disk, bootable=number == 0)
-        overlays.append(disk)
-    _reserve(overlays)
+        disks.append(disk)
+    _reserve(disks)
     set_vm_status(vm, VmStatus.IMAGE_LOCKED)
-    job = create_job(
-        "AddVmFromTemplate",
-        f"Creating VM {vm.name} from template {vm.template}",
-        user=user,
-        obj=vm,
-        steps=[f"Create disk {d.alias} on template disk" for d in overlays],
-    )
-    enqueue("compute.tasks.create_vm_disks_task", str(job.pk), str(vm.pk))
+    if clone:
+        description = f"Creating VM {vm.name} from template {vm.template} (disks cloned)"
+        steps = [f"Clone disk {d.alias} from template disk" for d in disks]
+    else:
+        description = f"Creating VM {vm.name} from template {vm.template}"
+        steps = [f"Create disk {d.alias} on template disk" for d in disks]
+    job = create_job("AddVmFromTemplate", description, user=user, obj=vm, steps=steps)
+    args = [str(job.pk), str(vm.pk)]
+    if clone:
+        args.append([[str(base.pk), str(disk.pk)] for base, disk in zip(template_disks, disks, strict=True)])
+    enqueue("compute.tasks.create_vm_disks_task", *args)
     return job
 
 

@@ -17,7 +17,7 @@ from storage.models import Disk
 from storage.tasks import disk_device_spec, image_spec, up_host
 
 from .choices import SnapshotStatus, VmStatus
-from .models import Snapshot, Template, VirtualMachine
+from .models import BLANK_TEMPLATE_ID, Snapshot, Template, VirtualMachine
 from .services import set_vm_status
 
 # The status the host reports after each action, and where the VM goes if it fails.
@@ -180,14 +180,33 @@ def _create_images(progress: JobProgress, disks: list[Disk], *, source_of=None) 
 
 
 @shared_task(name="compute.tasks.create_vm_disks_task", acks_late=True)
-def create_vm_disks_task(job_id: str, vm_id: str) -> None:
+def create_vm_disks_task(job_id: str, vm_id: str, pairs: list | None = None) -> None:
+    """The images of a VM made from a template: qcow2 overlays on the template's disks (each
+    disk row names its backing disk), or, with `pairs` ([template disk id, new disk id] in
+    step order), full copies of the template's disks; a cloned VM then no longer depends on
+    its template and takes Blank as its template (compute.services.create_vm). Disks already
+    ok (a redelivery after a worker died) are not made again."""
+
     def work(progress: JobProgress) -> None:
-        disks = list(Disk.objects.filter(attachments__vm_id=vm_id).select_related("storage_domain").order_by("alias"))
+        source_of = None
+        if pairs:
+            source_of = {disk_id: source_id for source_id, disk_id in pairs}
+            found = {str(d.pk): d for d in Disk.objects.filter(pk__in=source_of).select_related("storage_domain")}
+            disks = [found[disk_id] for _, disk_id in pairs if disk_id in found]
+        else:
+            disks = list(
+                Disk.objects.filter(attachments__vm_id=vm_id).select_related("storage_domain").order_by("alias")
+            )
+        done = False
         try:
-            _create_images(progress, disks)
+            _create_images(progress, disks, source_of=source_of)
+            done = True
         finally:
             with transaction.atomic():
                 vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
+                if done and source_of is not None and str(vm.template_id) != BLANK_TEMPLATE_ID:
+                    vm.template_id = BLANK_TEMPLATE_ID
+                    vm.save(update_fields=["template", "updated_at"])
                 if vm.status == VmStatus.IMAGE_LOCKED:
                     set_vm_status(vm, VmStatus.DOWN)
         record_event(

@@ -205,10 +205,31 @@ class HostForm(ServiceForm):
 # Compute --------------------------------------------------------------------------------
 
 
+STORAGE_ALLOCATION_CHOICES = [("thin", "Thin"), ("clone", "Clone")]
+STORAGE_ALLOCATION_HELP = (
+    "Thin: qcow2 overlays on the template's disks (quick; the template stays while the VM uses it). "
+    "Clone: full copies of the template's disks (the VM is independent of the template)."
+)
+
+
+def storage_allocation_field() -> forms.ChoiceField:
+    """oVirt's Storage Allocation of a new VM from a template: Thin (the default, also when
+    left out) or Clone."""
+    return forms.ChoiceField(
+        label="Storage allocation",
+        choices=STORAGE_ALLOCATION_CHOICES,
+        initial="thin",
+        required=False,
+        help_text=STORAGE_ALLOCATION_HELP,
+    )
+
+
 class VmForm(ServiceForm):
     """New / edit VM. On a running VM, the fields outside LIVE_FIELDS wait for the next run."""
 
-    create_only = ("cluster", "template")
+    create_only = ("cluster", "template", "storage_allocation")
+    service_field_names = {"clone": "storage_allocation"}
+    storage_allocation = storage_allocation_field()
     omit_when_empty = (
         "template",
         "instance_type",
@@ -228,6 +249,7 @@ class VmForm(ServiceForm):
             "description",
             "cluster",
             "template",
+            "storage_allocation",
             "instance_type",
             "os_type",
             "vcpus",
@@ -282,6 +304,11 @@ class VmForm(ServiceForm):
             _optional_choice(self.fields[name])
         for name in ("description", *BOOT_OPTION_FIELDS):
             self.fields[name].widget.attrs["placeholder"] = FROM_TEMPLATE.lower()
+
+    def service_value(self, name: str):
+        if name == "storage_allocation":
+            return self.cleaned_data[name] == "clone"
+        return super().service_value(name)
 
     def clean(self):
         data = super().clean()

@@ -121,6 +121,15 @@ class VmSerializer(ValidatedModelSerializer):
         help_text="The user the VM belongs to: they may use it and it counts in their quota.",
     )
     owner_name = name_of("owner.username")
+    clone = serializers.BooleanField(
+        write_only=True,
+        default=False,
+        help_text=(
+            "On create: copy the template's disks in full (oVirt's Storage Allocation: Clone) instead of "
+            "thin qcow2 overlays on them. Once copied, the VM no longer depends on the template: its "
+            "template becomes Blank, and the template can be removed."
+        ),
+    )
 
     class Meta:
         model = VirtualMachine
@@ -136,6 +145,7 @@ class VmSerializer(ValidatedModelSerializer):
             "data_center_name",
             "template",
             "template_name",
+            "clone",
             "instance_type",
             "instance_type_name",
             "os_type",
@@ -186,7 +196,12 @@ class VmSerializer(ValidatedModelSerializer):
             "template": {"required": False, "help_text": "Empty: the Blank template."},
             "pinned_hosts": {"required": False},
         }
-        create_only_fields = ("cluster", "template")
+        create_only_fields = ("cluster", "template", "clone")
+
+    def is_unchanged(self, name: str, value) -> bool:
+        if name == "clone":  # write-only, for create: false (the default of a PUT) asks nothing
+            return not value
+        return super().is_unchanged(name, value)
 
     def prepare_instance(self, instance, attrs):
         """The VM as create_vm makes it: the data center from the cluster (so a name taken in the
@@ -223,16 +238,16 @@ class VmSerializer(ValidatedModelSerializer):
 
 
 USER_WRITABLE_VM_FIELDS = frozenset(
-    {"name", "description", "comment", "cluster", "template", "instance_type", "vcpus", "memory_mib"}
+    {"name", "description", "comment", "cluster", "template", "clone", "instance_type", "vcpus", "memory_mib"}
 )
 
 
 class OwnVmSerializer(VmSerializer):
     """A VM as a user who is not an administrator sees and writes it (VmViewSet): on create,
     a name, a template they may use, optionally the cluster (default: the template's), a
-    description, vCPUs, memory or an instance type; `compute.services.create_own_vm` makes
-    the VM theirs, within their quota. On update (with `vm.edit`) the name, description and
-    comment only; the rest is for administrators."""
+    description, vCPUs, memory or an instance type, and `clone`;
+    `compute.services.create_own_vm` makes the VM theirs, within their quota. On update
+    (with `vm.edit`) the name, description and comment only; the rest is for administrators."""
 
     owner = serializers.PrimaryKeyRelatedField(read_only=True)
 
@@ -242,7 +257,7 @@ class OwnVmSerializer(VmSerializer):
             "template": {"required": True, "help_text": "A template you may use (template.use)."},
             "cluster": {"required": False, "help_text": "Empty: the template's cluster."},
         }
-        create_only_fields = ("cluster", "template", "instance_type", "vcpus", "memory_mib")
+        create_only_fields = ("cluster", "template", "clone", "instance_type", "vcpus", "memory_mib")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -54,6 +54,17 @@ def test_power_user_on_the_cluster_creates_from_its_templates(template, cluster)
     assert (vm.owner_id, vm.vcpus, vm.memory_mib) == (alice.pk, 1, 1024)
 
 
+def test_a_power_user_may_clone_the_template_disks(template):
+    alice = make_user()
+    grant(alice, "PowerUserRole", template)
+
+    vm, job = create_own_vm(user=alice, template=template, name="alice-clone", clone=True)
+
+    disk = DiskAttachment.objects.get(vm=vm).disk
+    assert (disk.backing_disk_id, disk.provisioned_size, vm.owner_id) == (None, 10 * GIB, alice.pk)
+    assert list(job.steps.values_list("description", flat=True)) == ["Clone disk alice-clone_Disk1 from template disk"]
+
+
 def test_user_role_cannot_create_vms(template, cluster):
     alice = make_user()
     grant(alice, "UserRole", cluster)

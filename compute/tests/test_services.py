@@ -446,3 +446,189 @@ def test_vm_spec_carries_the_boot_options_as_the_agent_expects():
             spec["initrd"],
             spec["cmdline"],
         )
+
+
+# VMs from a template: thin overlays or full clones ----------------------------------------
+
+
+@pytest.fixture
+def golden(admin_user):
+    """Template golden of a cluster with an up simulated host: a 10 GiB boot disk and a 2 GiB data disk."""
+    from storage.models import GIB
+    from tests.factories import make_disk, make_storage_domain
+
+    cluster = make_cluster()
+    make_host(cluster=cluster, name="kvm1")
+    template = Template.objects.create(name="golden", cluster=cluster, vcpus=2, memory_mib=2048)
+    sd = make_storage_domain(cluster.data_center, name="data1")
+    make_disk(sd, provisioned_size=10 * GIB, alias="golden_Disk1", template=template)
+    make_disk(sd, provisioned_size=2 * GIB, alias="golden_Disk2", template=template)
+    return template
+
+
+@pytest.fixture
+def images(monkeypatch):
+    """The images the simulated agent was asked to create, in order."""
+    calls = []
+    real = SimulatedAgentClient.image_create
+    monkeypatch.setattr(
+        SimulatedAgentClient, "image_create", lambda self, image: calls.append(image) or real(self, image)
+    )
+    return calls
+
+
+def test_a_cloned_vm_gets_independent_copies_of_the_template_disks(
+    admin_user, golden, sent, images, django_capture_on_commit_callbacks
+):
+    from storage.models import GIB, Disk, StorageDomain
+
+    base1, base2 = golden.disks.order_by("created_at")
+    committed = StorageDomain.objects.get(name="data1").committed_bytes
+    with django_capture_on_commit_callbacks(execute=True):
+        vm, job = services.create_vm(user=admin_user, cluster=golden.cluster, name="web", template=golden, clone=True)
+
+    disks = list(Disk.objects.filter(attachments__vm=vm).order_by("alias"))
+    assert [(d.alias, d.backing_disk_id, d.provisioned_size, d.format, d.allocation, d.status) for d in disks] == [
+        ("web_Disk1", None, 10 * GIB, "qcow2", "thin", "locked"),
+        ("web_Disk2", None, 2 * GIB, "qcow2", "thin", "locked"),
+    ]
+    assert {d.storage_domain_id for d in disks} == {base1.storage_domain_id}
+    assert disks[0].description == "Cloned from golden_Disk1 of template golden"
+    assert StorageDomain.objects.get(name="data1").committed_bytes == committed + 12 * GIB
+    assert (vm.status, vm.template_id, vm.vcpus) == (VmStatus.IMAGE_LOCKED, golden.pk, 2)
+    assert (job.action_type, job.description) == (
+        "AddVmFromTemplate",
+        "Creating VM web from template golden (disks cloned)",
+    )
+    assert list(job.steps.order_by("number").values_list("description", flat=True)) == [
+        "Clone disk web_Disk1 from template disk",
+        "Clone disk web_Disk2 from template disk",
+    ]
+    assert sent == [
+        (
+            "compute.tasks.create_vm_disks_task",
+            [str(job.pk), str(vm.pk), [[str(base1.pk), str(disks[0].pk)], [str(base2.pk), str(disks[1].pk)]]],
+        )
+    ]
+    assert (
+        Event.objects.get(code="USER_ADD_VM").message
+        == "VM web was created by admin from template golden, its disks cloned."
+    )
+
+    run_enqueued(sent)
+
+    assert [(i["id"], i["copy_from_id"], i["backing_id"], i["format"], i["size"]) for i in images] == [
+        (str(disks[0].pk), str(base1.pk), None, "qcow2", 10 * GIB),
+        (str(disks[1].pk), str(base2.pk), None, "qcow2", 2 * GIB),
+    ]
+    assert images[0]["storage_domain"]["path"] == base1.storage_domain.path
+    assert set(Disk.objects.filter(attachments__vm=vm).values_list("status", flat=True)) == {"ok"}
+    vm.refresh_from_db()
+    job.refresh_from_db()
+    # Nothing of the VM depends on the template any more: its template is Blank, as in oVirt.
+    assert (vm.status, str(vm.template_id), vm.vcpus) == (VmStatus.DOWN, BLANK_TEMPLATE_ID, 2)
+    assert (job.status, job.progress) == (JobStatus.FINISHED, 100)
+    assert list(job.steps.values_list("status", flat=True)) == ["finished", "finished"]
+    assert Event.objects.filter(code="USER_ADD_VM_FINISHED_SUCCESS", vm_id=vm.pk).count() == 1
+
+
+def test_a_thin_vm_gets_overlays_and_keeps_its_template(
+    admin_user, golden, sent, images, django_capture_on_commit_callbacks
+):
+    from storage.models import Disk
+
+    base1, base2 = golden.disks.order_by("created_at")
+    with django_capture_on_commit_callbacks(execute=True):
+        vm, job = services.create_vm(user=admin_user, cluster=golden.cluster, name="thin", template=golden)
+
+    assert list(job.steps.order_by("number").values_list("description", flat=True)) == [
+        "Create disk thin_Disk1 on template disk",
+        "Create disk thin_Disk2 on template disk",
+    ]
+    assert sent == [("compute.tasks.create_vm_disks_task", [str(job.pk), str(vm.pk)])]
+    assert Event.objects.get(code="USER_ADD_VM").message == "VM thin was created by admin from template golden."
+    run_enqueued(sent)
+
+    assert [(i["backing_id"], i.get("copy_from_id")) for i in images] == [(str(base1.pk), None), (str(base2.pk), None)]
+    assert list(Disk.objects.filter(attachments__vm=vm).order_by("alias").values_list("backing_disk", flat=True)) == [
+        base1.pk,
+        base2.pk,
+    ]
+    vm.refresh_from_db()
+    assert (vm.status, vm.template_id) == (VmStatus.DOWN, golden.pk)
+    with pytest.raises(ConflictError, match="used by 1 VM"):
+        services.remove_template(golden, user=admin_user)
+
+
+def test_a_cloned_vm_does_not_block_the_removal_of_its_template_once_copied(
+    admin_user, golden, sent, images, django_capture_on_commit_callbacks
+):
+    from storage.models import Disk
+
+    with django_capture_on_commit_callbacks(execute=True):
+        vm, _ = services.create_vm(user=admin_user, cluster=golden.cluster, name="copy", template=golden, clone=True)
+    # While its disks are being copied, the VM still needs the template.
+    with pytest.raises(ConflictError, match="used by 1 VM"):
+        services.remove_template(Template.objects.get(pk=golden.pk), user=admin_user)
+    run_enqueued(sent)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job = services.remove_template(Template.objects.get(pk=golden.pk), user=admin_user)
+
+    assert job is not None and job.action_type == "RemoveDisk"
+    assert not Template.objects.filter(pk=golden.pk).exists()
+    copies = Disk.objects.filter(attachments__vm=vm)
+    assert copies.count() == 2 and set(copies.values_list("status", flat=True)) == {"ok"}
+    assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.DOWN
+
+
+def test_a_redelivered_clone_task_does_not_copy_finished_disks_again(
+    admin_user, golden, sent, images, django_capture_on_commit_callbacks
+):
+    from compute.tasks import create_vm_disks_task
+    from storage.models import Disk
+
+    with django_capture_on_commit_callbacks(execute=True):
+        vm, job = services.create_vm(user=admin_user, cluster=golden.cluster, name="again", template=golden, clone=True)
+    args = sent[0][1]
+    first = Disk.objects.get(alias="again_Disk1")
+    Disk.objects.filter(pk=first.pk).update(status="ok")  # copied before the worker died
+
+    create_vm_disks_task(*args)
+    create_vm_disks_task(*args)  # and once more after the Job finished
+
+    assert [i["id"] for i in images] == [str(Disk.objects.get(alias="again_Disk2").pk)]
+    job.refresh_from_db()
+    assert job.status == JobStatus.FINISHED
+    assert Event.objects.filter(code="USER_ADD_VM_FINISHED_SUCCESS", vm_id=vm.pk).count() == 1
+
+
+def test_a_failed_clone_leaves_illegal_disks_and_the_vm_on_its_template(
+    admin_user, golden, sent, monkeypatch, django_capture_on_commit_callbacks
+):
+    from storage.models import Disk
+
+    def refuse(self, image):
+        raise AgentError("qemu-img: No space left on device")
+
+    monkeypatch.setattr(SimulatedAgentClient, "image_create", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        vm, job = services.create_vm(
+            user=admin_user, cluster=golden.cluster, name="broken", template=golden, clone=True
+        )
+    run_enqueued(sent)
+
+    vm.refresh_from_db()
+    job.refresh_from_db()
+    assert (job.status, job.error) == (JobStatus.FAILED, "qemu-img: No space left on device")
+    assert set(Disk.objects.filter(attachments__vm=vm).values_list("status", flat=True)) == {"illegal"}
+    assert (vm.status, vm.template_id) == (VmStatus.DOWN, golden.pk)
+
+
+def test_clone_from_the_blank_template_is_a_vm_without_disks(admin_user, sent, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        vm, job = services.create_vm(user=admin_user, cluster=make_cluster(), name="empty", clone=True)
+
+    assert job is None and sent == []
+    assert (vm.status, str(vm.template_id), vm.disk_attachments.count()) == (VmStatus.DOWN, BLANK_TEMPLATE_ID, 0)
+    assert Event.objects.get(code="USER_ADD_VM").message == "VM empty was created by admin from template Blank."

@@ -8,7 +8,7 @@ from compute.models import BLANK_TEMPLATE_ID, Template, VirtualMachine
 from inventory.models import Cluster, DataCenter, Event, Host, Job
 from networking.models import LogicalNetwork, VnicProfile
 from storage.models import GIB, Disk, DiskAttachment, StorageDomain
-from tests.factories import make_cluster, make_data_center, make_host, make_storage_domain, make_vm
+from tests.factories import make_cluster, make_data_center, make_disk, make_host, make_storage_domain, make_vm
 
 
 def form_errors(response) -> dict:
@@ -295,6 +295,32 @@ def test_new_vm_left_blank_takes_the_template_hardware(user_client):
 
 
 @pytest.mark.django_db
+def test_new_vm_storage_allocation_is_thin_by_default_or_clone(user_client):
+    cluster = make_cluster()
+    template = Template.objects.create(name="golden", cluster=cluster)
+    base = make_disk(make_storage_domain(cluster.data_center), template=template)
+    page = user_client.get(reverse("portals:vm-add"))
+    common = {"cluster": cluster.pk, "template": template.pk, "ha_priority": 1, "placement_policy": "migratable"}
+
+    user_client.post(reverse("portals:vm-add"), {**common, "name": "thin1", "storage_allocation": "thin"})
+    user_client.post(reverse("portals:vm-add"), {**common, "name": "clone1", "storage_allocation": "clone"})
+    wrong = user_client.post(reverse("portals:vm-add"), {**common, "name": "what1", "storage_allocation": "fat"})
+
+    field = page.context["form"]["storage_allocation"]
+    assert (field.label, field.value()) == ("Storage allocation", "thin")
+    assert '<option value="clone">Clone</option>' in page.content.decode()
+    assert Disk.objects.get(attachments__vm__name="thin1").backing_disk_id == base.pk
+    clone = Disk.objects.get(attachments__vm__name="clone1")
+    assert (clone.backing_disk_id, clone.provisioned_size) == (None, base.provisioned_size)
+    job = Job.objects.get(vm_id=clone.attachments.get().vm_id)
+    assert list(job.steps.values_list("description", flat=True)) == ["Clone disk clone1_Disk1 from template disk"]
+    assert form_errors(wrong) == {
+        "storage_allocation": ["Select a valid choice. fat is not one of the available choices."]
+    }
+    assert not VirtualMachine.objects.filter(name="what1").exists()
+
+
+@pytest.mark.django_db
 def test_new_vm_with_all_fields(user_client):
     cluster = make_cluster()
 
@@ -406,6 +432,7 @@ def test_edit_vm_has_no_cluster_or_template_fields(user_client):
 
     assert "cluster" not in page.context["form"].fields
     assert "template" not in page.context["form"].fields
+    assert "storage_allocation" not in page.context["form"].fields
     assert page.context["next_run_fields"] == []
 
 

@@ -321,6 +321,29 @@ def test_a_power_user_creates_a_vm_from_a_granted_template_within_the_quota(alic
     assert (vm.owner, vm.cluster, vm.vcpus) == (alice, cluster, 2)
 
 
+def test_a_power_user_chooses_thin_or_cloned_disks(alice, cluster):
+    from storage.models import Disk
+    from tests.factories import make_disk, make_storage_domain
+
+    template = Template.objects.create(name="debian", cluster=cluster)
+    base = make_disk(make_storage_domain(cluster.data_center), template=template)
+    grant(alice, "PowerUserRole", template)
+    client = signed_in(alice)
+
+    form = client.get(reverse("vm_portal:vm-add")).context["form"]
+    client.post(reverse("vm_portal:vm-add"), {"name": "thin", "template": str(template.pk)})
+    client.post(
+        reverse("vm_portal:vm-add"), {"name": "cloned", "template": str(template.pk), "storage_allocation": "clone"}
+    )
+
+    assert (form["storage_allocation"].value(), form.fields["storage_allocation"].choices) == (
+        "thin",
+        [("thin", "Thin"), ("clone", "Clone")],
+    )
+    assert Disk.objects.get(attachments__vm__name="thin").backing_disk_id == base.pk
+    assert Disk.objects.get(attachments__vm__name="cloned").backing_disk_id is None
+
+
 def test_a_user_role_has_no_template_to_create_from(alice, cluster):
     template = Template.objects.create(name="debian", cluster=cluster)
     grant(alice, "UserRole", cluster)

@@ -10,17 +10,19 @@ from inventory.choices import ActionGroup
 from inventory.models import Cluster
 from inventory.permissions import visible_clusters, visible_templates
 
-from ..forms import bootstrap_widget
+from ..forms import bootstrap_widget, storage_allocation_field
 
 TEMPLATE_CLUSTER = "The template's cluster"
 
 
 class OwnVmForm(forms.Form):
-    """New VM of one's own: a template the user may use, optionally the cluster (for a
-    template without one, or another cluster where they may create VMs), and the size."""
+    """New VM of one's own: a template the user may use, thin or cloned disks, optionally the
+    cluster (for a template without one, or another cluster where they may create VMs), and
+    the size."""
 
     name = forms.CharField(max_length=64, validators=VirtualMachine._meta.get_field("name").validators)
     template = forms.ModelChoiceField(queryset=Template.objects.none(), empty_label="Choose a template")
+    storage_allocation = storage_allocation_field()
     cluster = forms.ModelChoiceField(queryset=Cluster.objects.none(), required=False, empty_label=TEMPLATE_CLUSTER)
     description = forms.CharField(max_length=255, required=False)
     instance_type = forms.ModelChoiceField(
@@ -42,7 +44,12 @@ class OwnVmForm(forms.Form):
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
-        kwargs = {"name": data["name"], "template": data["template"], "cluster": data.get("cluster")}
+        kwargs = {
+            "name": data["name"],
+            "template": data["template"],
+            "cluster": data.get("cluster"),
+            "clone": data["storage_allocation"] == "clone",
+        }
         for name in ("description", "instance_type", "vcpus", "memory_mib"):
             if data.get(name) not in (None, ""):
                 kwargs[name] = data[name]

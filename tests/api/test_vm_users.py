@@ -152,6 +152,22 @@ def test_a_power_user_creates_a_vm_of_their_own_from_a_granted_template(alice, c
     assert VirtualMachine.objects.get(name="alice-vm").owner == alice
 
 
+def test_a_power_user_may_ask_for_cloned_disks(alice, cluster):
+    from storage.models import Disk
+    from tests.factories import make_disk, make_storage_domain
+
+    template = Template.objects.create(name="debian", cluster=cluster)
+    make_disk(make_storage_domain(cluster.data_center), template=template)
+    grant(alice, "PowerUserRole", template)
+
+    response = client_of(alice).post(
+        reverse("api:vm-list"), {"name": "alice-vm", "template": str(template.pk), "clone": True}, format="json"
+    )
+
+    assert response.status_code == 201, response.json()
+    assert Disk.objects.get(attachments__vm_id=response.json()["id"]).backing_disk_id is None
+
+
 def test_a_user_role_cannot_create_and_another_template_does_not_exist_for_them(alice, cluster):
     template = Template.objects.create(name="debian", cluster=cluster)
     grant(alice, "UserRole", cluster)

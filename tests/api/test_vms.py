@@ -134,6 +134,72 @@ def test_invalid_vm_is_400_with_field_messages(api_client, cluster, body, errors
     assert not VirtualMachine.objects.exists()
 
 
+def test_create_vm_with_clone_copies_the_template_disks(api_client, cluster):
+    from storage.models import Disk
+    from tests.factories import make_disk, make_storage_domain
+
+    template = Template.objects.create(name="golden", cluster=cluster)
+    base = make_disk(make_storage_domain(cluster.data_center), template=template)
+
+    response = api_client.post(
+        vms_url(),
+        {"name": "web1", "cluster": str(cluster.pk), "template": str(template.pk), "clone": True},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert "clone" not in body
+    disk = Disk.objects.get(attachments__vm_id=body["id"])
+    assert (disk.backing_disk_id, disk.provisioned_size, disk.format) == (None, base.provisioned_size, "qcow2")
+    job = Job.objects.get(pk=body["job"])
+    assert list(job.steps.values_list("description", flat=True)) == ["Clone disk web1_Disk1 from template disk"]
+
+
+def test_create_vm_is_thin_unless_clone_is_asked(api_client, cluster):
+    from storage.models import Disk
+    from tests.factories import make_disk, make_storage_domain
+
+    template = Template.objects.create(name="golden", cluster=cluster)
+    base = make_disk(make_storage_domain(cluster.data_center), template=template)
+
+    response = api_client.post(
+        vms_url(), {"name": "web1", "cluster": str(cluster.pk), "template": str(template.pk)}, format="json"
+    )
+
+    assert response.status_code == 201, response.json()
+    assert Disk.objects.get(attachments__vm_id=response.json()["id"]).backing_disk_id == base.pk
+
+
+def test_clone_from_the_blank_template_is_fine(api_client, cluster):
+    response = api_client.post(vms_url(), {"name": "web1", "cluster": str(cluster.pk), "clone": True}, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["job"] is None
+
+
+@pytest.mark.parametrize("clone", ["sometimes", 2, [True], {"yes": 1}])
+def test_a_clone_that_is_not_a_boolean_is_400(api_client, cluster, clone):
+    response = api_client.post(vms_url(), {"name": "web1", "cluster": str(cluster.pk), "clone": clone}, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"clone": ["Must be a valid boolean."]}
+    assert not VirtualMachine.objects.exists()
+
+
+def test_clone_is_for_create_only(api_client):
+    vm = make_vm()
+
+    asked = api_client.patch(vm_url(vm), {"clone": True}, format="json")
+    unchanged = api_client.patch(vm_url(vm), {"clone": False, "comment": "ok"}, format="json")
+
+    assert asked.status_code == 400
+    assert asked.json() == {"clone": ["This field cannot be changed once the object exists."]}
+    assert unchanged.status_code == 200, unchanged.json()
+    vm.refresh_from_db()
+    assert vm.comment == "ok"
+
+
 def test_pinned_host_of_another_cluster_is_400(api_client, cluster):
     stranger = make_host(make_cluster())
 

@@ -3,7 +3,9 @@ libvirt + QEMU (software emulation), the agent's push to the ingest listener, ex
 and re-sync after an agent restart. Needs root (the lab); runs in CI."""
 
 import asyncio
+import json
 import os
+import subprocess
 import time
 import uuid
 
@@ -35,6 +37,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 BOOT_TIMEOUT = 90  # TCG guest to a guest agent that answers, under CI load
 ACTION_TIMEOUT = 120
 GUEST_PARAMS = "console=ttyS0 olvm.hostname=life-1 olvm.ip=10.213.1.5/24"
+RUN = {"capture_output": True, "text": True, "check": True, "timeout": 30}
 
 
 @pytest.fixture
@@ -235,6 +238,35 @@ def test_the_whole_vm_lifecycle_on_real_hosts(engine):
         finished(job)
     assert not VirtualMachine.objects.filter(pk=vm.pk).exists()
     assert not any(os.path.exists(p) for p in paths)
+
+
+def test_a_vm_cloned_from_the_template_runs_on_its_own_copy(engine):
+    user = engine["user"]
+    tiny = Template.objects.get(name="tiny")
+    h1 = Host.objects.get(name="h1")
+    with tasks_inline():
+        vm, job = vm_services.create_vm(user=user, cluster=h1.cluster, name="clone-1", template=tiny, clone=True)
+    finished(job)
+    # A qcow2 copy of the template's disk on the shared domain, with no backing file.
+    disk = vm.disk_attachments.get().disk
+    path = agent_for(h1).image_info(_image_ref(disk))["path"]
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", path], **RUN).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+    assert disk.backing_disk_id is None and VirtualMachine.objects.get(pk=vm.pk).template.is_blank
+
+    with tasks_inline():
+        finished(vm_services.start_vm(VirtualMachine.objects.get(pk=vm.pk), user=user))
+    wait_status(vm, VmStatus.UP)
+    wait_for(
+        lambda: VirtualMachine.objects.filter(pk=vm.pk).exclude(guest_os="").exists(),
+        BOOT_TIMEOUT,
+        "the guest agent of the cloned VM",
+    )
+    with tasks_inline():
+        finished(vm_services.stop_vm(VirtualMachine.objects.get(pk=vm.pk), user=user))
+        job = vm_services.remove_vm(VirtualMachine.objects.get(pk=vm.pk), user=user)
+    finished(job)
+    assert not os.path.exists(path) and not Disk.objects.filter(pk=disk.pk).exists()
 
 
 def _image_ref(disk):
