@@ -183,10 +183,17 @@ def start_ingest(
 ) -> list[subprocess.Popen]:
     """`listeners` processes of `manage.py ingest` sharing the port (SO_REUSEPORT: the kernel
     spreads the agents' connections over them), as an engine on several cores runs it."""
-    return [
-        _start_listener(port, intervals, workers, max_connections, log_dir, reuse_port=listeners > 1)
-        for _ in range(listeners)
-    ]
+    started: list[subprocess.Popen] = []
+    try:
+        for _ in range(listeners):
+            started.append(
+                _start_listener(port, intervals, workers, max_connections, log_dir, reuse_port=listeners > 1)
+            )
+    except BaseException:
+        for process in started:  # one failed: the others do not outlive the bench
+            stop(process)
+        raise
+    return started
 
 
 def _start_listener(
