@@ -33,6 +33,7 @@ from compute import services as compute
 from compute.choices import ConsoleType, OsType
 from compute.models import Template
 from inventory import services as inventory
+from inventory.choices import HostStatus
 from inventory.exceptions import ConflictError
 from inventory.models import Cluster, DataCenter, Host, Job
 from storage import services as storage
@@ -125,7 +126,13 @@ def register_lab(lab: dict, hosts: Iterable[dict] | None = None, *, user) -> Lab
     for lab_host in sorted(lab_hosts, key=lambda h: (len(h["name"]), h["name"])):
         host = Host.objects.filter(address=lab_host["ip"]).select_related("cluster").first()
         if host is not None:
-            registered.append((host, None))
+            job = None
+            agent_down = "running" in lab_host and not lab_host["running"].get("agent")
+            if agent_down and host.status != HostStatus.INSTALLING:  # (a deploy under way starts it)
+                # The lab was brought down and up again: its libvirtd is new, its agent not started.
+                job = inventory.reinstall_host(host, user=user, agent_gone="the lab tool finds its agent not running")
+                changes.append(f"host {host.name} ({host.address}) reinstalled: its agent was not running")
+            registered.append((host, job))
             continue
         host, job = inventory.add_host(
             user=user,

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .audit import create_job, plain_payload, record_event
-from .choices import HostStatus
+from .choices import EventSeverity, HostStatus
 from .exceptions import ConflictError
 from .models import Cluster, DataCenter, Host, Job, Permission, Quota
 from .publish import publish
@@ -319,6 +319,59 @@ def update_host(host: Host, *, user, **changes) -> Host:
     if changed:
         record_event("USER_UPDATE_VDS", f"Host {host.name} was updated ({', '.join(changed)}).", user=user, obj=host)
     return host
+
+
+REINSTALLABLE = (
+    HostStatus.MAINTENANCE,
+    HostStatus.INSTALL_FAILED,
+    HostStatus.NON_OPERATIONAL,
+    HostStatus.NON_RESPONSIVE,
+    HostStatus.DOWN,
+)
+
+
+@transaction.atomic(durable=True)
+def reinstall_host(host: Host, *, user, agent_gone: str = "") -> Job:
+    """oVirt's Reinstall: the host deploy again (a fresh certificate, the agent configured
+    and started, capabilities checked) for a host in maintenance, whose install failed, or
+    that does not answer. `agent_gone`: whoever calls knows the host's agent is not running
+    (the lab tool after `lab down` / `up`) and says so; the host is then reinstalled from any
+    status, marked non-responsive with that reason first. The host's VMs keep running: an
+    agent restarted re-reports them."""
+    host = locked(host)
+    if agent_gone and host.status not in REINSTALLABLE and host.status != HostStatus.INSTALLING:
+        set_host_status(host, HostStatus.NON_RESPONSIVE, detail=agent_gone)
+        record_event(
+            "VDS_FAILURE", f"Host {host.name} is non responsive: {agent_gone}.", obj=host, severity=EventSeverity.ALERT
+        )
+    if host.status not in REINSTALLABLE:
+        raise ConflictError(
+            f"Host {host.name} is '{host.status}'; put it into maintenance first (or it must have failed to install "
+            "or stopped answering) to reinstall it."
+        )
+    set_host_status(host, HostStatus.INSTALLING, detail="Reinstalling")
+    job = create_job(
+        "UpdateVds",
+        f"Reinstalling host {host.name}",
+        user=user,
+        obj=host,
+        steps=[
+            "Issue the host's certificate",
+            "Install and start the host agent",
+            "Connect to the host agent",
+            "Check host capabilities",
+            "Activate the host",
+        ],
+    )
+    record_event(
+        "USER_VDS_REINSTALL",
+        f"Host {host.name} is being reinstalled by {who(user)}.",
+        user=user,
+        obj=host,
+        correlation_id=job.correlation_id,
+    )
+    _enqueue("inventory.tasks.deploy_host_task", job, host)
+    return job
 
 
 @transaction.atomic(durable=True)

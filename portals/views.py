@@ -822,6 +822,7 @@ class HostDetailView(ObjectDetailView):
         host = self.object
         context["can_activate"] = host.status in (HostStatus.MAINTENANCE, HostStatus.NON_OPERATIONAL, HostStatus.DOWN)
         context["can_maintenance"] = host.status not in (HostStatus.MAINTENANCE, HostStatus.PREPARING_FOR_MAINTENANCE)
+        context["can_reinstall"] = host.status in inventory_services.REINSTALLABLE
         context["remove_disabled"] = host.status not in (HostStatus.MAINTENANCE, HostStatus.INSTALL_FAILED)
         context["remove_disabled_reason"] = "Move the host to maintenance first."
         return context
@@ -859,6 +860,12 @@ class HostActionView(ObjectActionView):
             question="Are you sure you want to move host {obj} to maintenance?",
         ),
         "activate": Action("Activate", inventory_services.activate_host),
+        "reinstall": Action(
+            "Reinstall",
+            inventory_services.reinstall_host,
+            confirm=True,
+            question="Reinstall host {obj}? Its agent is configured and restarted with a new certificate.",
+        ),
     }
 
 

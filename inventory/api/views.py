@@ -294,6 +294,13 @@ class HostViewSet(ServiceModelViewSet):
 
         return self.job_response(deactivate_host(self.get_object(), user=request.user))
 
+    @extend_schema(request=None, responses=ACTION_RESPONSES, summary="Reinstall a host (deploy its agent again)")
+    @action(detail=True, methods=["post"])
+    def reinstall(self, request, pk=None):
+        from ..services import reinstall_host
+
+        return self.job_response(reinstall_host(self.get_object(), user=request.user))
+
     history = history_action("host", "Monitoring history of a host: CPU, memory, network")
 
 

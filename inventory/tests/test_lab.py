@@ -150,6 +150,20 @@ def test_a_second_registration_changes_nothing(lab, admin_user):
     assert [(h.name, job) for h, job in second.hosts] == [("h1", None), ("h2", None)]
 
 
+def test_a_lab_host_whose_agent_is_not_running_is_reinstalled(lab, admin_user):
+    register_lab(lab, LAB_HOSTS, user=admin_user)
+    Host.objects.update(status=HostStatus.UP)  # deployed
+    rows = [{**row, "running": {"libvirtd": True, "agent": None}} for row in LAB_HOSTS]  # lab down, then up
+
+    again = register_lab(lab, rows, user=admin_user)
+
+    assert [(h.name, job.action_type if job else None) for h, job in again.hosts] == [
+        ("h1", "UpdateVds"),
+        ("h2", "UpdateVds"),
+    ]
+    assert any("reinstalled" in change for change in again.changes)
+
+
 def test_what_the_engine_has_is_kept(lab, admin_user):
     dc = make_data_center(name="Lab")
     cluster = make_cluster(dc, name="Lab")

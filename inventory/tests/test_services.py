@@ -175,6 +175,33 @@ def test_activate_of_an_unreachable_host_ends_non_responsive(admin_user, monkeyp
     assert Job.objects.get(pk=job.pk).status == JobStatus.FAILED
 
 
+def test_reinstall_deploys_the_agent_again_for_a_host_in_maintenance(admin_user):
+    host = make_host(status=HostStatus.MAINTENANCE)
+    with pytest.raises(ConflictError, match="maintenance first"):
+        services.reinstall_host(make_host(status=HostStatus.UP), user=admin_user)
+
+    job = services.reinstall_host(host, user=admin_user)
+
+    host.refresh_from_db()
+    assert (host.status, job.action_type) == (HostStatus.INSTALLING, "UpdateVds")
+    assert Event.objects.filter(host_id=host.pk, code="USER_VDS_REINSTALL").exists()
+    deploy_host_task(str(job.pk), str(host.pk))
+    host.refresh_from_db()
+    assert host.status == HostStatus.UP
+    assert Job.objects.get(pk=job.pk).status == JobStatus.FINISHED
+
+
+def test_reinstall_of_a_host_whose_agent_is_known_gone_marks_it_non_responsive_first(admin_user):
+    host = make_host(status=HostStatus.UP)
+
+    services.reinstall_host(host, user=admin_user, agent_gone="the lab tool finds its agent not running")
+
+    host.refresh_from_db()
+    assert host.status == HostStatus.INSTALLING
+    failure = Event.objects.get(host_id=host.pk, code="VDS_FAILURE")
+    assert "agent not running" in failure.message and failure.severity == "alert"
+
+
 def test_stale_jobs_are_reaped(admin_user, settings):
     from inventory.audit import create_job
 

@@ -20,6 +20,21 @@ from tests.factories import make_cluster, make_host, make_storage_domain, make_v
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def _receive_lock_of_this_loop():
+    """channels_redis keeps one receive lock per layer, made by the first receiver and bound
+    to its event loop, and counts the receivers; every test here runs in a loop of its own,
+    and a consumer of an earlier test whose loop closed while it was receiving never counted
+    itself out, so the next receive would wait on that loop's lock. Each test starts with
+    none."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if hasattr(layer, "receive_count"):
+        layer.receive_count, layer.receive_lock, layer.receive_event_loop = 0, None, None
+    yield
+
 db = database_sync_to_async
 
 
