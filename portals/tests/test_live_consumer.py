@@ -22,18 +22,17 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _receive_lock_of_this_loop():
-    """channels_redis keeps one receive lock per layer, made by the first receiver and bound
-    to its event loop, and counts the receivers; every test here runs in a loop of its own,
-    and a consumer of an earlier test whose loop closed while it was receiving never counted
-    itself out, so the next receive would wait on that loop's lock. Each test starts with
-    none."""
-    from channels.layers import get_channel_layer
+def _a_channel_layer_of_its_own():
+    """channels_redis keeps locks on the layer (the receive lock, the per-channel cleanup
+    locks) bound to the event loop that first used them; every test here runs in a loop of
+    its own, and a consumer of an earlier test whose loop closed while it was receiving
+    leaves them held. Each test gets a fresh layer (the consumers and the publisher look
+    the layer up each time)."""
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-    layer = get_channel_layer()
-    if hasattr(layer, "receive_count"):
-        layer.receive_count, layer.receive_lock, layer.receive_event_loop = 0, None, None
+    channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
     yield
+
 
 db = database_sync_to_async
 
