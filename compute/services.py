@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory.audit import create_job, plain_payload, record_event
@@ -25,9 +25,9 @@ from inventory.servicekit import apply_changes, check_fields, locked, save_valid
 from inventory.services import enqueue, remove_permissions_on, who
 from storage.choices import DiskAllocation, DiskFormat, DiskStatus
 
-from .choices import ConsoleType, SnapshotStatus, VmStatus
+from .choices import ConsoleType, PlacementPolicy, SnapshotStatus, VmStatus
 from .models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
-from .scheduling import HostFacts, VmRequest, place_vm
+from .scheduling import HostFacts, VmFacts, VmRequest, place_vm
 from .statemachine import RUNNING, VM_STATE_MACHINE, check_action
 
 SHAPE_FIELDS = (
@@ -603,14 +603,31 @@ def _check_not_locked(vm: VirtualMachine) -> None:
 
 
 def choose_host(vm: VirtualMachine) -> Host:
+    """The host to start `vm` on, under its cluster's scheduling policy and properties.
+
+    Reads the cluster's hosts and, in one more query, the VMs running on them (their
+    guaranteed memory, vCPUs and HA flag feed the memory, HA-reservation and weight
+    modules). No host-network data is recorded, so the network filter is not applied;
+    affinity groups and CPU samples are not read either (docs/scheduling.md)."""
+    cluster = vm.cluster
     hosts = list(Host.objects.filter(cluster_id=vm.cluster_id))
-    committed = dict(
-        VirtualMachine.objects.filter(run_on_host__in=hosts, status__in=RUNNING)
+    running = (
+        VirtualMachine.objects.filter(run_on_host__cluster_id=vm.cluster_id, status__in=RUNNING)
         .exclude(pk=vm.pk)
-        .values("run_on_host")
-        .annotate(total=Sum("guaranteed_memory_mib"))
-        .values_list("run_on_host", "total")
+        .values_list("id", "name", "run_on_host_id", "guaranteed_memory_mib", "vcpus", "status", "ha_enabled")
     )
+    vms = [
+        VmFacts(
+            id=str(pk),
+            name=name,
+            host_id=str(host_id),
+            guaranteed_memory_mib=memory,
+            vcpus=vcpus,
+            status=status,
+            highly_available=ha,
+        )
+        for pk, name, host_id, memory, vcpus, status, ha in running
+    ]
     facts = [
         HostFacts(
             id=str(h.pk),
@@ -618,7 +635,7 @@ def choose_host(vm: VirtualMachine) -> Host:
             status=h.status,
             memory_mib=h.memory_mib,
             cpu_threads=h.cpu_threads,
-            committed_memory_mib=committed.get(h.pk, 0) or 0,
+            spm=h.is_spm,
         )
         for h in hosts
     ]
@@ -626,12 +643,30 @@ def choose_host(vm: VirtualMachine) -> Host:
         vcpus=vm.vcpus,
         guaranteed_memory_mib=vm.guaranteed_memory_mib,
         pinned_host_ids=frozenset(str(pk) for pk in vm.pinned_hosts.values_list("pk", flat=True)),
+        id=str(vm.pk),
+        name=vm.name,
+        highly_available=vm.ha_enabled,
+        migratable=vm.placement_policy == PlacementPolicy.MIGRATABLE,
     )
-    placement = place_vm(request, facts, overcommit_percent=vm.cluster.memory_overcommit_percent)
+    properties = {
+        key: value
+        for key, value in (cluster.scheduling_properties or {}).items()
+        if key in Cluster.SCHEDULING_PROPERTY_KEYS and isinstance(value, int) and not isinstance(value, bool)
+    }
+    placement = place_vm(
+        request,
+        facts,
+        overcommit_percent=cluster.memory_overcommit_percent,
+        policy=cluster.scheduling_policy,
+        properties=properties,
+        vms=vms,
+        ha_reservation=cluster.ha_reservation,
+    )
     if placement.host_id is None:
         raise ConflictError(
-            f"Cannot run VM {vm.name}: no host of cluster {vm.cluster.name} fits. {placement.explain()}",
+            f"Cannot run VM {vm.name}: no host of cluster {cluster.name} fits. {placement.explain()}",
             code="no_host",
+            details=placement.as_dict(),
         )
     return next(h for h in hosts if str(h.pk) == placement.host_id)
 

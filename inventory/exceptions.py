@@ -8,10 +8,11 @@ __all__ = ["ConflictError", "InvalidTransition", "ValidationError"]
 class ConflictError(Exception):
     """The action is not allowed in the object's current state (HTTP 409)."""
 
-    def __init__(self, message: str, *, code: str = "conflict"):
+    def __init__(self, message: str, *, code: str = "conflict", details: dict | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
+        self.details = details  # machine-readable context (e.g. a refused placement), sent when set
 
 
 class InvalidTransition(ConflictError):

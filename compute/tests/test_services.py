@@ -142,6 +142,97 @@ def test_memory_of_running_vms_counts_against_the_host(admin_user):
     services.start_vm(vm, user=admin_user)
 
 
+@pytest.mark.parametrize(("policy", "chosen"), [("power_saving", "busy"), ("evenly_distributed", "idle")])
+def test_the_clusters_scheduling_policy_picks_the_host(policy, chosen):
+    cluster = make_cluster(scheduling_policy=policy)
+    busy = make_host(cluster=cluster, name="busy", memory_mib=16384)
+    make_host(cluster=cluster, name="idle", memory_mib=16384)
+    make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=busy, guaranteed_memory_mib=8192, memory_mib=8192)
+    vm = make_vm(cluster=cluster, guaranteed_memory_mib=1024)
+    assert services.choose_host(vm).name == chosen
+
+
+def test_vm_evenly_distributed_counts_the_vms_on_each_host():
+    cluster = make_cluster(scheduling_policy="vm_evenly_distributed")
+    crowded = make_host(cluster=cluster, name="crowded", memory_mib=65536)
+    roomy = make_host(cluster=cluster, name="roomy", memory_mib=16384)
+    for _ in range(3):
+        make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=crowded, guaranteed_memory_mib=512)
+    make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=roomy, guaranteed_memory_mib=8192)
+    assert services.choose_host(make_vm(cluster=cluster, guaranteed_memory_mib=512)).name == "roomy"
+
+
+def test_cluster_maintenance_starts_only_highly_available_vms():
+    cluster = make_cluster(scheduling_policy="cluster_maintenance")
+    make_host(cluster=cluster, name="h1")
+    with pytest.raises(ConflictError, match="h1: filtered by cluster maintenance"):
+        services.choose_host(make_vm(cluster=cluster))
+    assert services.choose_host(make_vm(cluster=cluster, ha_enabled=True)).name == "h1"
+
+
+def test_ha_reservation_of_the_cluster_keeps_room_for_ha_vms():
+    cluster = make_cluster(ha_reservation=True)
+    a = make_host(cluster=cluster, name="a", memory_mib=8192)
+    make_host(cluster=cluster, name="b", memory_mib=8192)
+    make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=a, ha_enabled=True, guaranteed_memory_mib=4096)
+    vm = make_vm(cluster=cluster, guaranteed_memory_mib=6144, memory_mib=6144)
+    with pytest.raises(ConflictError) as refused:
+        services.choose_host(vm)
+    assert "a: filtered by memory: needs 6144 MiB guaranteed, 4096 MiB available" in refused.value.message
+    assert "b: filtered by HA reservation: the HA VMs of host a would no longer fit" in refused.value.message
+    cluster.ha_reservation = False
+    cluster.save()
+    vm.refresh_from_db()
+    assert services.choose_host(vm).name == "b"
+
+
+def test_placement_reads_the_cluster_in_a_few_queries(django_assert_max_num_queries):
+    cluster = make_cluster(scheduling_policy="power_saving", scheduling_properties={"HighUtilization": 90})
+    hosts = [make_host(cluster=cluster) for _ in range(4)]
+    for host in hosts:
+        for _ in range(3):
+            make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=host, guaranteed_memory_mib=512)
+    vm = VirtualMachine.objects.get(pk=make_vm(cluster=cluster).pk)
+    with django_assert_max_num_queries(4):  # cluster, hosts, running VMs, pinned hosts
+        services.choose_host(vm)
+
+
+def test_a_refused_placement_names_each_host_and_its_filter(admin_user):
+    cluster = make_cluster()
+    off = make_host(cluster=cluster, name="off", status=HostStatus.MAINTENANCE)
+    small = make_host(cluster=cluster, name="small", memory_mib=2048)
+    narrow = make_host(cluster=cluster, name="narrow", cpu_threads=2)
+    full = make_host(cluster=cluster, name="full", memory_mib=8192)
+    make_vm(cluster=cluster, status=VmStatus.UP, run_on_host=full, guaranteed_memory_mib=6144)
+    elsewhere = make_host(cluster=cluster, name="elsewhere")
+    vm = make_vm(cluster=cluster, vcpus=4, guaranteed_memory_mib=4096, memory_mib=4096)
+    vm.pinned_hosts.set([off, small, narrow, full])
+    with pytest.raises(ConflictError) as refused:
+        services.start_vm(vm, user=admin_user)
+    error = refused.value
+    assert error.code == "no_host"
+    assert error.message.startswith(f"Cannot run VM {vm.name}: no host of cluster {cluster.name} fits. ")
+    for line in (
+        "elsewhere: filtered by pinning: the VM is pinned to other hosts",
+        "full: filtered by memory: needs 4096 MiB guaranteed, 2048 MiB available",
+        "narrow: filtered by CPU: 4 vCPUs > 2 host threads",
+        "off: filtered by status: host is maintenance",
+        "small: filtered by memory: needs 4096 MiB guaranteed, 2048 MiB available",
+    ):
+        assert line in error.message
+    assert error.details["host_id"] is None
+    assert error.details["policy"] == "evenly_distributed"
+    assert sorted((r["host"], r["host_id"], r["filter"]) for r in error.details["rejected"]) == [
+        ("elsewhere", str(elsewhere.pk), "pin_to_host"),
+        ("full", str(full.pk), "memory"),
+        ("narrow", str(narrow.pk), "cpu"),
+        ("off", str(off.pk), "status"),
+        ("small", str(small.pk), "memory"),
+    ]
+    vm.refresh_from_db()
+    assert vm.status == VmStatus.DOWN
+
+
 def test_failed_start_puts_the_vm_down_and_fails_the_job(
     admin_user, sent, monkeypatch, django_capture_on_commit_callbacks
 ):

@@ -23,7 +23,10 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(django_error_detail(exc))
     elif isinstance(exc, ConflictError):
-        return Response({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
+        body = {"detail": exc.message, "code": exc.code}
+        if exc.details is not None:
+            body["details"] = exc.details
+        return Response(body, status=status.HTTP_409_CONFLICT)
     elif isinstance(exc, IntegrityError):
         return Response(
             {

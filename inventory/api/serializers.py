@@ -230,6 +230,9 @@ class ConflictSerializer(serializers.Serializer):
 
     detail = serializers.CharField()
     code = serializers.CharField()
+    details = serializers.DictField(
+        required=False, help_text="Context of some refusals, e.g. a placement's rejections."
+    )
 
 
 # Audit: events and jobs -------------------------------------------------------------------

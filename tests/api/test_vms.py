@@ -311,6 +311,27 @@ def test_start_without_a_host_is_409(api_client):
     assert vm.status == "down"
 
 
+def test_a_refused_start_carries_the_placement_in_details(api_client, cluster):
+    host = make_host(cluster, name="tiny", memory_mib=512)
+    vm = make_vm(cluster, memory_mib=1024, guaranteed_memory_mib=1024)
+
+    response = api_client.post(vm_url(vm, "start"))
+
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "no_host"
+    assert body["detail"].endswith("tiny: filtered by memory: needs 1024 MiB guaranteed, 512 MiB available")
+    assert body["details"]["message"] == "tiny: filtered by memory: needs 1024 MiB guaranteed, 512 MiB available"
+    assert body["details"]["rejected"] == [
+        {
+            "host_id": str(host.pk),
+            "host": "tiny",
+            "filter": "memory",
+            "reason": "needs 1024 MiB guaranteed, 512 MiB available",
+        }
+    ]
+
+
 @pytest.mark.parametrize(
     ("action", "status", "action_type", "new_status"),
     [
