@@ -188,6 +188,16 @@ def set_host_status(host: Host, status: str, *, detail: str = "") -> bool:
     return True
 
 
+# The host deploy's steps (deploy_host_task), for adding a host and for reinstalling one.
+DEPLOY_STEPS = (
+    "Issue the host's certificate",
+    "Install and start the host agent",
+    "Connect to the host agent",
+    "Check host capabilities",
+    "Activate the host",
+)
+
+
 @transaction.atomic(durable=True)
 def add_host(*, user, cluster: Cluster, simulated: bool = False, **fields) -> tuple[Host, Job]:
     check_fields(Host, fields, HOST_FIELDS)
@@ -197,13 +207,7 @@ def add_host(*, user, cluster: Cluster, simulated: bool = False, **fields) -> tu
         f"Adding new host {host.name} to cluster {cluster.name}",
         user=user,
         obj=host,
-        steps=[
-            "Issue the host's certificate",
-            "Install and start the host agent",
-            "Connect to the host agent",
-            "Check host capabilities",
-            "Activate the host",
-        ],
+        steps=DEPLOY_STEPS,
     )
     record_event(
         "USER_ADD_VDS",
@@ -355,13 +359,7 @@ def reinstall_host(host: Host, *, user, agent_gone: str = "") -> Job:
         f"Reinstalling host {host.name}",
         user=user,
         obj=host,
-        steps=[
-            "Issue the host's certificate",
-            "Install and start the host agent",
-            "Connect to the host agent",
-            "Check host capabilities",
-            "Activate the host",
-        ],
+        steps=DEPLOY_STEPS,
     )
     record_event(
         "USER_VDS_REINSTALL",
