@@ -360,7 +360,12 @@ def main() -> None:
     parser.add_argument("--heartbeat-interval", type=float, default=2.0, help="the engine's default: 2 s")
     parser.add_argument("--guest-info-interval", type=float, default=10.0, help="the engine's default: 10 s")
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured per step (at least 3 intervals)")
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring (at least 2 intervals)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds before measuring (at least 2 intervals; the listeners restart per step)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="manage.py ingest --workers")
     parser.add_argument(
         "--listeners", type=int, default=os.cpu_count() or 1, help="ingest processes on the port (default: CPUs)"
