@@ -1176,29 +1176,33 @@ class VmNicActionView(VmItemActionView):
     }
 
 
+# Snapshot actions, the same in both portals.
+SNAPSHOT_ACTIONS = {
+    "revert": Action(
+        "Revert",
+        compute_services.revert_snapshot,
+        confirm=True,
+        question="Are you sure you want to revert VM {vm} to snapshot '{obj}'?",
+        detail="The VM must be down. The current state of its disks is lost: they go back to what they were "
+        "when the snapshot was taken.",
+        danger=True,
+    ),
+    "remove": Action(
+        "Delete",
+        compute_services.remove_snapshot,
+        confirm=True,
+        question="Are you sure you want to delete snapshot '{obj}' of VM {vm}?",
+        detail="This cannot be undone.",
+        danger=True,
+    ),
+}
+
+
 class VmSnapshotActionView(VmItemActionView):
     model = Snapshot
     noun = "snapshot"
     tab = "snapshots"
-    actions = {
-        "revert": Action(
-            "Revert",
-            compute_services.revert_snapshot,
-            confirm=True,
-            question="Are you sure you want to revert VM {vm} to snapshot '{obj}'?",
-            detail="The VM must be down. The current state of its disks is lost: they go back to what they were "
-            "when the snapshot was taken.",
-            danger=True,
-        ),
-        "remove": Action(
-            "Delete",
-            compute_services.remove_snapshot,
-            confirm=True,
-            question="Are you sure you want to delete snapshot '{obj}' of VM {vm}?",
-            detail="This cannot be undone.",
-            danger=True,
-        ),
-    }
+    actions = SNAPSHOT_ACTIONS
 
 
 def _remove_attached_disk(attachment: DiskAttachment, *, user):

@@ -30,7 +30,7 @@ from inventory.permissions import allowed_actions, check, visible_templates, vis
 
 from ..context_processors import show_page_object
 from ..forms import SnapshotForm
-from ..views import VM_ACTION_STATES, VM_ACTIONS, Action, job_started
+from ..views import SNAPSHOT_ACTIONS, VM_ACTION_STATES, VM_ACTIONS, Action, job_started
 from .forms import OwnVmForm
 
 PAGE_SIZE = 50
@@ -40,24 +40,6 @@ NOT_YOURS = (
 )
 # The power buttons of the VM portal (the admin portal's actions of the same names).
 PORTAL_ACTIONS = {name: VM_ACTIONS[name] for name in ("run", "shutdown", "poweroff", "reboot")}
-SNAPSHOT_ACTIONS = {
-    "revert": Action(
-        "Revert",
-        compute_services.revert_snapshot,
-        confirm=True,
-        question="Are you sure you want to revert VM {vm} to snapshot '{obj}'?",
-        detail="The VM must be down. The current state of its disks is lost.",
-        danger=True,
-    ),
-    "remove": Action(
-        "Delete",
-        compute_services.remove_snapshot,
-        confirm=True,
-        question="Are you sure you want to delete snapshot '{obj}' of VM {vm}?",
-        detail="This cannot be undone.",
-        danger=True,
-    ),
-}
 LIST_FIELDS = ("id", "name", "status", "description", "os_type", "vcpus", "memory_mib", "guest_ips", "guest_hostname")
 
 

@@ -80,13 +80,7 @@ class SimDriver(Driver):
         """Domains already running when the agent starts (a simulated host brought up with
         its VMs, `hostagent/simulate.py`): validated `create_vm` specs, no lifecycle events."""
         for spec in specs:
-            xml = domxml.build_domain_xml(
-                spec,
-                kvm=False,
-                disk_path=self.store.disk_path,
-                graphics_listen=self.config.graphics_listen,
-                disk_cache=self.config.disk_cache,
-            )
+            xml = self._domain_xml(spec)
             with self._lock:
                 self._check_name(spec)
                 self._vms[spec["id"]] = self._new_vm(spec, xml, "up")
@@ -150,15 +144,19 @@ class SimDriver(Driver):
             ]
         return {"vms": vms}
 
-    def create_vm(self, spec: dict) -> dict:
-        check_disk_paths(self.store, spec)
-        xml = domxml.build_domain_xml(
+    def _domain_xml(self, spec: dict) -> str:
+        """The domain XML the libvirt driver would define (TCG: no hypervisor here)."""
+        return domxml.build_domain_xml(
             spec,
             kvm=False,
             disk_path=self.store.disk_path,
             graphics_listen=self.config.graphics_listen,
             disk_cache=self.config.disk_cache,
         )
+
+    def create_vm(self, spec: dict) -> dict:
+        check_disk_paths(self.store, spec)
+        xml = self._domain_xml(spec)
         with self._lock:
             vm = self._vms.get(spec["id"])
             if vm and vm["status"] in ("up", "paused"):
