@@ -45,6 +45,14 @@ class PlacementPolicy(models.TextChoices):
     PINNED = "pinned", "Do not allow migration"
 
 
+class AffinityRule(models.TextChoices):
+    """oVirt's affinity polarity; `disabled` switches that half of the group off."""
+
+    DISABLED = "disabled", "Disabled"
+    POSITIVE = "positive", "Positive (together)"
+    NEGATIVE = "negative", "Negative (apart)"
+
+
 class ConsoleType(models.TextChoices):
     VNC = "vnc", "VNC"
     SPICE = "spice", "SPICE"

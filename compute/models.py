@@ -8,7 +8,16 @@ from django.urls import reverse
 
 from inventory.models import OlvmModel, name_validator
 
-from .choices import ConsoleType, HaPriority, OsType, PlacementPolicy, ResumeBehavior, SnapshotStatus, VmStatus
+from .choices import (
+    AffinityRule,
+    ConsoleType,
+    HaPriority,
+    OsType,
+    PlacementPolicy,
+    ResumeBehavior,
+    SnapshotStatus,
+    VmStatus,
+)
 
 BLANK_TEMPLATE_ID = "00000000-0000-0000-0000-000000000000"
 # A path or a kernel command line is one line of printable text.
@@ -146,6 +155,11 @@ class VirtualMachine(OlvmModel, VmShape):
     run_on_host = models.ForeignKey(
         "inventory.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="running_vms"
     )
+    # Set while a live migration runs (status migrating): the host the VM is moving to.
+    migrating_to_host = models.ForeignKey(
+        "inventory.Host", null=True, blank=True, on_delete=models.SET_NULL, related_name="incoming_vms", editable=False
+    )
+    last_migrated_at = models.DateTimeField(null=True, blank=True, editable=False)
     external = models.BooleanField(default=False, help_text="Found running on a host, not started by the engine.")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -190,6 +204,32 @@ class VirtualMachine(OlvmModel, VmShape):
 
     def get_absolute_url(self) -> str:
         return reverse("portals:vm-detail", args=[self.pk])
+
+
+class AffinityGroup(OlvmModel):
+    """oVirt's affinity group: VMs that should run together (positive) or apart (negative),
+    and on or off a set of hosts; each rule enforcing (a scheduler filter, and the
+    enforcer migrates violators) or soft (a weight)."""
+
+    cluster = models.ForeignKey("inventory.Cluster", on_delete=models.CASCADE, related_name="affinity_groups")
+    name = models.CharField(max_length=64, validators=[name_validator])
+    description = models.CharField(max_length=255, blank=True)
+    priority = models.PositiveSmallIntegerField(
+        default=1, validators=[MaxValueValidator(100)], help_text="Higher first when the enforcer picks a group."
+    )
+    vm_rule = models.CharField(max_length=16, choices=AffinityRule.choices, default=AffinityRule.DISABLED)
+    vm_enforcing = models.BooleanField(default=True)
+    host_rule = models.CharField(max_length=16, choices=AffinityRule.choices, default=AffinityRule.DISABLED)
+    host_enforcing = models.BooleanField(default=False)
+    vms = models.ManyToManyField(VirtualMachine, blank=True, related_name="affinity_groups")
+    hosts = models.ManyToManyField("inventory.Host", blank=True, related_name="affinity_groups")
+
+    class Meta:
+        ordering = ["cluster", "name"]
+        constraints = [models.UniqueConstraint(fields=["cluster", "name"], name="affinity_group_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Snapshot(OlvmModel):

@@ -54,6 +54,17 @@ class Cluster(OlvmModel):
     migration_policy = models.CharField(
         max_length=32, choices=MigrationPolicy.choices, default=MigrationPolicy.MINIMAL_DOWNTIME
     )
+    migration_max_concurrent = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(16)],
+        help_text="Most live migrations a host of the cluster runs at once, outgoing and incoming each.",
+    )
+    migration_bandwidth_mibps = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(100_000)],
+        help_text="Bandwidth limit of one migration, MiB/s (0: none).",
+    )
+    migration_compression = models.BooleanField(default=False, help_text="Compress memory pages (XBZRLE).")
     ha_reservation = models.BooleanField(default=False)
     fencing_enabled = models.BooleanField(default=True)
     fencing_skip_if_sd_active = models.BooleanField(default=False)
@@ -78,6 +89,11 @@ class Cluster(OlvmModel):
         "MaxFreeMemoryForOverUtilized": (0, 10**7),
         "MinFreeMemoryForUnderUtilized": (0, 10**7),
         "HostsInReserve": (0, 1000),
+        "HighVmCount": (0, 10000),
+        "MigrationThreshold": (0, 10000),
+        "SpmVmGrace": (0, 1000),
+        "MigrationHoldOffMinutes": (0, 1440),
+        "BalanceMarginPercent": (0, 100),
     }
 
     class Meta:
@@ -130,6 +146,10 @@ class Host(OlvmModel):
     cert_fingerprint = models.CharField(max_length=128, blank=True)
     cert_expires_at = models.DateTimeField(null=True, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
+    # From the agent's capabilities at deploy: the host's interfaces and their addresses.
+    nics = models.JSONField(default=list, blank=True, editable=False)
+    # Logical networks whose bridge the host carries (set up at deploy and VM start).
+    networks = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
