@@ -113,14 +113,59 @@ class AgentClient:
     def setup_networks(self, networks: list[dict]) -> dict:
         raise NotImplementedError
 
+    def migrate_vm(
+        self,
+        vm_id: str,
+        dest_uri: str,
+        *,
+        migrate_uri: str | None = None,
+        policy: str = "minimal_downtime",
+        bandwidth_mibps: int = 0,
+        compression: bool = False,
+        unsafe: bool = False,
+        max_downtime_ms: int | None = None,
+        timeout: int = 600,
+    ) -> dict:
+        """Start a live migration to `dest_uri`; returns {"vm_id", "state": "running"} at once."""
+        raise NotImplementedError
+
+    def migration_status(self, vm_id: str) -> dict:
+        raise NotImplementedError
+
+    def migration_cancel(self, vm_id: str) -> dict:
+        raise NotImplementedError
+
 
 class SimulatedAgentClient(AgentClient):
-    """A simulated host: no hypervisor, every verb succeeds at once. Labelled everywhere."""
+    """A simulated host: no hypervisor, every verb succeeds at once. Labelled everywhere.
+
+    Live migration is deterministic, for the engine's tests. `migrations` (shared by every
+    instance, keyed by (source host id, vm id)) holds each VM's last migration:
+
+    - `migrate_vm` records a running migration (Conflict-like AgentError when one runs);
+    - each `migration_status` call advances it by 50: the first answers running at 50%,
+      the next completed at 100% with `downtime_ms` 42 (and `job_time_ms` 100);
+    - a `dest_uri` containing "unreachable" ends failed with the error
+      "simulated: destination unreachable" on the first status call;
+    - `migration_cancel` on a running migration answers "cancelling" and the next status
+      is "cancelled"; with none running it raises AgentError;
+    - a VM never migrated reports state "none".
+
+    `reset_migrations()` clears the table between tests.
+    """
 
     SIMULATED = True
+    DOWNTIME_MS = 42
+    migrations: dict[tuple[str, str], dict] = {}
+    _migrations_lock = threading.Lock()
 
     def __init__(self, host: HostAddress):
         self.host = host
+
+    @classmethod
+    def reset_migrations(cls) -> None:
+        with cls._migrations_lock:
+            cls.migrations.clear()
 
     def _seed(self) -> int:
         return int(hashlib.sha256(self.host.name.encode()).hexdigest()[:8], 16)
@@ -208,6 +253,81 @@ class SimulatedAgentClient(AgentClient):
 
     def setup_networks(self, networks: list[dict]) -> dict:
         return {"networks": [{"name": n["name"], "created": False} for n in networks], "simulated": True}
+
+    def migrate_vm(
+        self,
+        vm_id: str,
+        dest_uri: str,
+        *,
+        migrate_uri: str | None = None,
+        policy: str = "minimal_downtime",
+        bandwidth_mibps: int = 0,
+        compression: bool = False,
+        unsafe: bool = False,
+        max_downtime_ms: int | None = None,
+        timeout: int = 600,
+    ) -> dict:
+        key = (self.host.id, vm_id)
+        with self._migrations_lock:
+            current = self.migrations.get(key)
+            if current is not None and current["state"] == "running":
+                raise AgentError(f"Host {self.host.name}: migrate_vm: VM {vm_id} is already migrating.")
+            self.migrations[key] = {
+                "vm_id": vm_id,
+                "state": "running",
+                "progress": 0,
+                "destination": dest_uri,
+                "policy": policy,
+                "cancel": False,
+                "fail": "unreachable" in dest_uri,
+            }
+        return {"vm_id": vm_id, "state": "running", "simulated": True}
+
+    def migration_status(self, vm_id: str) -> dict:
+        with self._migrations_lock:
+            m = self.migrations.get((self.host.id, vm_id))
+            if m is None:
+                return {"vm_id": vm_id, "state": "none", "progress": 0, "simulated": True}
+            if m["state"] == "running":
+                if m["cancel"]:
+                    m["state"] = "cancelled"
+                elif m["fail"]:
+                    m.update(state="failed", error="simulated: destination unreachable")
+                else:
+                    m["progress"] += 50
+                    if m["progress"] >= 100:
+                        m.update(state="completed", progress=100)
+            total = 128 * 1024 * 1024
+            done = total * m["progress"] // 100
+            status = {
+                "vm_id": vm_id,
+                "state": m["state"],
+                "progress": m["progress"],
+                "elapsed_ms": m["progress"] * 2,
+                "data_total": total,
+                "data_processed": done,
+                "data_remaining": total - done,
+                "memory_bps": total * 5,
+                "iteration": 1,
+                "max_downtime_ms": 125,
+                "post_copy": False,
+                "downtime_ms": self.DOWNTIME_MS if m["state"] == "completed" else None,
+                "job_time_ms": 100 if m["state"] == "completed" else None,
+                "destination": m["destination"],
+                "policy": m["policy"],
+                "simulated": True,
+            }
+            if m.get("error"):
+                status["error"] = m["error"]
+            return status
+
+    def migration_cancel(self, vm_id: str) -> dict:
+        with self._migrations_lock:
+            m = self.migrations.get((self.host.id, vm_id))
+            if m is None or m["state"] != "running":
+                raise AgentError(f"Host {self.host.name}: migration_cancel: no migration of VM {vm_id} is running.")
+            m["cancel"] = True
+        return {"vm_id": vm_id, "state": "cancelling", "simulated": True}
 
 
 class AgentRpcError(AgentError):
@@ -504,6 +624,40 @@ class RemoteAgentClient(AgentClient):
 
     def setup_networks(self, networks: list[dict]) -> dict:
         return self.call("setup_networks", {"networks": networks})
+
+    def migrate_vm(
+        self,
+        vm_id: str,
+        dest_uri: str,
+        *,
+        migrate_uri: str | None = None,
+        policy: str = "minimal_downtime",
+        bandwidth_mibps: int = 0,
+        compression: bool = False,
+        unsafe: bool = False,
+        max_downtime_ms: int | None = None,
+        timeout: int = 600,
+    ) -> dict:
+        return self.call(
+            "migrate_vm",
+            {
+                "vm_id": vm_id,
+                "dest_uri": dest_uri,
+                "migrate_uri": migrate_uri,
+                "policy": policy,
+                "bandwidth_mibps": bandwidth_mibps,
+                "compression": compression,
+                "unsafe": unsafe,
+                "max_downtime_ms": max_downtime_ms,
+                "timeout": timeout,
+            },
+        )
+
+    def migration_status(self, vm_id: str) -> dict:
+        return self.call("migration_status", {"vm_id": vm_id})
+
+    def migration_cancel(self, vm_id: str) -> dict:
+        return self.call("migration_cancel", {"vm_id": vm_id})
 
     # Verbs the agent serves that the engine does not call yet --------------------------------
 

@@ -490,6 +490,7 @@ class AgentHTTPServer(http.server.ThreadingHTTPServer):
         # HTTPServer.server_bind resolves the FQDN of the address: a DNS lookup that can hang.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+        self.driver.listening_on(self.server_name, self.server_port)
 
     @property
     def port(self) -> int:

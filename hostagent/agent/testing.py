@@ -213,6 +213,9 @@ def sample_params(storage_path: str) -> dict[str, dict]:
         "image_remove": {"image": image},
         "image_info": {"image": image},
         "storage_domain_stats": {"domain": sd},
+        "migrate_vm": {"vm_id": vm_id, "dest_uri": "qemu+tcp://10.0.0.12/system"},
+        "migration_status": {"vm_id": vm_id},
+        "migration_cancel": {"vm_id": vm_id},
         # No bridge: a valid call that changes nothing on the machine running the tests.
         "setup_networks": {"networks": []},
     }

@@ -30,6 +30,15 @@ MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 XML_ILLEGAL = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 BRIDGE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+# A host in a URI: a DNS name, an IPv4 address or a bracketed IPv6 address.
+_URI_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*|\[[0-9A-Fa-f:.]+\])"
+_URI_PORT = r"(?::(?P<port>[0-9]{1,5}))?"
+DEST_URI_RE = re.compile(
+    rf"^(?:qemu\+(?:tcp|tls|ssh)://(?:[A-Za-z0-9._-]{{1,64}}@)?{_URI_HOST}{_URI_PORT}/system"
+    r"(?:\?[A-Za-z0-9._~=&%/+-]{0,512})?"
+    rf"|sim://{_URI_HOST}:(?P<sim_port>[0-9]{{1,5}}))$"
+)
+MIGRATE_URI_RE = re.compile(rf"^tcp://{_URI_HOST}{_URI_PORT}$")
 
 
 def _kind(value) -> str:
@@ -139,6 +148,21 @@ class Enum(Spec):
     def clean(self, value, where):
         if not isinstance(value, str) or value not in self.choices:
             raise InvalidParams(where, f"must be one of {', '.join(self.choices)}")
+        return value
+
+
+class Uri(Text):
+    """A URI of a fixed form (`pattern`, whose `port` or `sim_port` group must be 1-65535)."""
+
+    def __init__(self, pattern: re.Pattern, hint: str):
+        super().__init__(1024, min_len=1, pattern=pattern, hint=hint)
+
+    def clean(self, value, where):
+        value = super().clean(value, where)
+        match = self.pattern.match(value)
+        port = match.groupdict().get("port") or match.groupdict().get("sim_port")
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise InvalidParams(where, f"has the port {port}, not between 1 and 65535")
         return value
 
 
@@ -315,6 +339,13 @@ HOST_NETWORK = Obj(
 )
 SNAPSHOT = Obj({"id": F(Uuid()), "description": F(DESCRIPTION, ""), "with_memory": F(Bool(), False)})
 STATE_PATH = Text(4096, min_len=1)
+DEST_URI = Uri(
+    DEST_URI_RE,
+    "must be a libvirt URI like qemu+tcp://10.0.0.12/system (qemu+tcp, qemu+tls or qemu+ssh) "
+    "or sim://ADDRESS:PORT for a simulated host",
+)
+MIGRATE_URI = Uri(MIGRATE_URI_RE, "must be tcp://ADDRESS or tcp://ADDRESS:PORT (the migration network)")
+MIGRATION_POLICIES = ("minimal_downtime", "post_copy", "suspend_workload", "legacy")
 VM_ID = F(Uuid())
 OPTIONAL_SPEC = F(Nullable(VM_SPEC), None)
 
@@ -405,6 +436,24 @@ VERBS: dict[str, Verb] = _verbs(
         timeout="long",
     ),
     Verb("undefine_vm", {"vm_id": VM_ID}, "Forget a stopped VM's definition on this host (stale after a failover)."),
+    # Live migration (VDSM-like: start, then poll the status; cancel)
+    Verb(
+        "migrate_vm",
+        {
+            "vm_id": VM_ID,
+            "dest_uri": F(DEST_URI),
+            "migrate_uri": F(Nullable(MIGRATE_URI), None),
+            "policy": F(Enum(*MIGRATION_POLICIES), "minimal_downtime"),
+            "bandwidth_mibps": F(Int(0, 1_000_000), 0),
+            "compression": F(Bool(), False),
+            "unsafe": F(Bool(), False),
+            "max_downtime_ms": F(Nullable(Int(1, 60_000)), None),
+            "timeout": F(Int(10, 86_400), 600),
+        },
+        "Start a live peer-to-peer migration of the running VM to `dest_uri`; returns at once.",
+    ),
+    Verb("migration_status", {"vm_id": VM_ID}, "The VM's outgoing migration: state, progress, downtime."),
+    Verb("migration_cancel", {"vm_id": VM_ID}, "Abort the VM's running outgoing migration (it stays here)."),
     # Host networks
     Verb(
         "setup_networks",

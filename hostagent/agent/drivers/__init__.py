@@ -97,6 +97,9 @@ class Driver:
         the server proxies it and closes it."""
         raise Unsupported(f"The {self.name} driver has no VNC displays.")
 
+    def listening_on(self, address: str, port: int) -> None:
+        """The server bound its socket here (a listen port of 0 becomes the real one)."""
+
     def close(self) -> None:
         pass
 

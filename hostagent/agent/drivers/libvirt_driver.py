@@ -33,6 +33,7 @@ from .. import AGENT_VERSION, domxml, kvmprobe
 from ..errors import AgentFailure, Busy, Conflict, InvalidParams, NotFound, Timeout, Unavailable, Unsupported
 from ..images import ImageStore
 from . import ConsoleStream, Driver, check_balloon, check_disk_paths
+from .migration import POLL_INTERVAL, MigrationBook, MigrationPlan, MigrationRecord, none_status
 
 log = logging.getLogger("hostagent.libvirt")
 
@@ -188,6 +189,7 @@ class LibvirtDriver(Driver):
         self._vm_locks: dict[str, threading.Lock] = {}
         self._vm_locks_lock = threading.Lock()
         self._kvm: tuple[bool, str] | None = None
+        self._migrations = MigrationBook()
         self._last_cpu: tuple[float, dict] | None = None
 
     # Connection ---------------------------------------------------------------------------------
@@ -763,6 +765,160 @@ class LibvirtDriver(Driver):
             result["status"] = "down"
         return result
 
+    # Live migration -------------------------------------------------------------------------------
+
+    def migrate_vm(
+        self,
+        vm_id: str,
+        dest_uri: str,
+        migrate_uri: str | None = None,
+        policy: str = "minimal_downtime",
+        bandwidth_mibps: int = 0,
+        compression: bool = False,
+        unsafe: bool = False,
+        max_downtime_ms: int | None = None,
+        timeout: int = 600,
+    ) -> dict:
+        """Start a peer-to-peer live migration in a thread (this host's libvirtd talks to the
+        destination's) and return at once; `migration_status` follows it."""
+        if dest_uri.startswith("sim://"):
+            raise Unsupported("sim:// is a simulated host; this host runs libvirt", field="params.dest_uri")
+        flags, params = migration_flags(policy, migrate_uri, bandwidth_mibps, compression, unsafe)
+        with self._vm_lock(vm_id), self._libvirt(f"Migrating VM {vm_id}"):
+            dom = self._dom(vm_id)
+            self._require(dom, vm_id, ("up", "paused"), "migrate")
+            if outgoing_migration(dom) is not None:
+                raise Conflict(f"VM {vm_id} is already migrating.", status="migrating")
+            plan = MigrationPlan(policy, max_downtime_ms, timeout, time.monotonic())
+            record = MigrationRecord(vm_id, dest_uri, policy, max_downtime_ms=plan.downtime_ms)
+            if not self._migrations.start(record):
+                raise Conflict(f"VM {vm_id} is already migrating.", status="migrating")
+        try:  # before the job starts; the monitor applies it again once the job runs
+            dom.migrateSetMaxDowntime(plan.downtime_ms, 0)
+        except libvirt.libvirtError as exc:
+            log.debug("VM %s: setting the max downtime before the migration: %s", vm_id, exc)
+        threading.Thread(
+            target=self._migrate, args=(dom, record, plan, flags, params), name=f"migrate-{vm_id[:8]}", daemon=True
+        ).start()
+        return {"vm_id": vm_id, "state": "running"}
+
+    def _migrate(self, dom, record: MigrationRecord, plan: MigrationPlan, flags: int, params: dict) -> None:
+        monitor = threading.Thread(
+            target=self._watch_migration, args=(dom, record, plan), name=f"migwatch-{record.vm_id[:8]}", daemon=True
+        )
+        monitor.start()
+        try:
+            dom.migrateToURI3(record.destination, params, flags)
+        except libvirt.libvirtError as exc:
+            record.cancel.set()
+            monitor.join(5)
+            if record.cancel_requested:
+                record.finish("cancelled")
+            elif record.abort_reason:
+                record.finish("failed", f"aborted: {record.abort_reason}")
+            else:
+                record.finish("failed", exc.get_error_message() or str(exc))
+            log.info("VM %s: migration to %s ended %s: %s", record.vm_id, record.destination, record.state, exc)
+            return
+        except Exception as exc:  # a bug must not leave the record running forever
+            record.cancel.set()
+            record.finish("failed", f"the agent failed: {exc}")
+            log.exception("VM %s: migration thread failed", record.vm_id)
+            return
+        record.cancel.set()
+        monitor.join(5)
+        self._read_completed_job(record)
+        record.finish("completed")
+        log.info("VM %s: migrated to %s, downtime %s ms", record.vm_id, record.destination, record.downtime_ms)
+
+    def _watch_migration(self, dom, record: MigrationRecord, plan: MigrationPlan) -> None:
+        """Poll the job every POLL_INTERVAL s, keep its figures and apply the policy's steps."""
+        applied = False
+        while not record.cancel.wait(POLL_INTERVAL):
+            try:
+                stats = dom.jobStats(0)
+            except libvirt.libvirtError:
+                continue  # the domain leaves this host at the very end
+            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+                continue
+            record.stats = stats
+            actions = plan.observe(stats, time.monotonic())
+            if not applied:
+                actions.insert(0, ("downtime", plan.downtime_ms))
+                applied = True
+            for action in actions:
+                try:
+                    if action[0] == "downtime":
+                        dom.migrateSetMaxDowntime(action[1], 0)
+                        record.max_downtime_ms = action[1]
+                    elif action[0] == "post_copy":
+                        dom.migrateStartPostCopy(0)
+                        record.post_copy = True
+                    elif action[0] == "abort":
+                        record.abort_reason = action[1]
+                        dom.abortJob()
+                        return
+                except libvirt.libvirtError as exc:  # the job may have ended meanwhile
+                    log.info("VM %s: migration step %s failed: %s", record.vm_id, action, exc)
+
+    def _read_completed_job(self, record: MigrationRecord) -> None:
+        """The downtime and job time of a finished migration. The source's domain is gone
+        (UNDEFINE_SOURCE), so its completed job stats are too: ask the destination's libvirtd
+        for the incoming job's completed stats; fall back to the source's last reading."""
+        last = record.stats
+        record.downtime_ms = last.get("downtime")
+        record.job_time_ms = last.get("time_elapsed")
+        try:
+            conn = libvirt.open(record.destination)
+        except libvirt.libvirtError as exc:
+            log.info("VM %s: cannot read the completed job at %s: %s", record.vm_id, record.destination, exc)
+            return
+        try:
+            done = conn.lookupByUUIDString(record.vm_id).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError as exc:
+            log.info("VM %s: no completed job at %s: %s", record.vm_id, record.destination, exc)
+            return
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+        if done.get("downtime") is not None:
+            record.downtime_ms = done["downtime"]
+        if done.get("time_elapsed") is not None:
+            record.job_time_ms = done["time_elapsed"]
+        for key in ("data_total", "data_processed", "data_remaining", "memory_bps", "memory_iteration"):
+            if key in done:
+                record.stats = {**record.stats, key: done[key]}
+
+    def migration_status(self, vm_id: str) -> dict:
+        record = self._migrations.get(vm_id)
+        if record is not None:
+            return record.status()
+        dom = self._lookup(vm_id)
+        if dom is None:
+            return none_status(vm_id)
+        with self._libvirt(f"Reading the migration job of VM {vm_id}"):
+            stats = outgoing_migration(dom)
+        if stats is None:
+            return none_status(vm_id)
+        # Started before the agent restarted: libvirt's figures, no policy or destination known.
+        orphan = MigrationRecord(vm_id, None, None, stats=stats)
+        orphan.started = time.monotonic() - stats.get("time_elapsed", 0) / 1000
+        return orphan.status()
+
+    def migration_cancel(self, vm_id: str) -> dict:
+        record = self._migrations.get(vm_id)
+        dom = self._lookup(vm_id)
+        running = record is not None and record.state == "running"
+        with self._libvirt(f"Cancelling the migration of VM {vm_id}"):
+            if dom is None or (not running and outgoing_migration(dom) is None):
+                raise Conflict(f"No migration of VM {vm_id} is running on this host.")
+            if record is not None and record.post_copy:
+                raise Conflict(f"VM {vm_id} is in post-copy: the migration can no longer be cancelled.")
+            if running:
+                record.cancel_requested = True
+            dom.abortJob()
+        return {"vm_id": vm_id, "state": "cancelling"}
+
     # Monitoring -----------------------------------------------------------------------------------
 
     def vm_stats(self, vm_id: str | None = None) -> dict:
@@ -913,6 +1069,48 @@ class LibvirtDriver(Driver):
 
     def storage_domain_stats(self, domain: dict) -> dict:
         return self.store.domain_stats(domain)
+
+
+def migration_flags(
+    policy: str, migrate_uri: str | None, bandwidth_mibps: int, compression: bool, unsafe: bool
+) -> tuple[int, dict]:
+    """migrateToURI3's flags and typed parameters for a migration request."""
+    flags = (
+        libvirt.VIR_MIGRATE_LIVE
+        | libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    )
+    params: dict = {}
+    if unsafe:  # disks on storage the administrator declared shared that libvirt cannot tell is
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
+    if policy == "post_copy":
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    if policy == "suspend_workload":
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    if compression:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = "xbzrle"
+    if bandwidth_mibps:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = bandwidth_mibps
+    if migrate_uri:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = migrate_uri
+    return flags, params
+
+
+def outgoing_migration(dom) -> dict | None:
+    """The job stats of the domain's active outgoing migration; None when there is none."""
+    try:
+        stats = dom.jobStats(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN, *UNSUPPORTED_CODES):
+            return None  # not running, gone, or a hypervisor without job stats (test:///)
+        raise
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    if stats.get("operation") not in (None, libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT):
+        return None
+    return stats
 
 
 def vnc_endpoint(xml: str, graphics_listen: str) -> tuple[int, str | tuple[str, int]] | None:

@@ -19,11 +19,27 @@ import threading
 import time
 
 from .. import AGENT_VERSION, domxml
-from ..errors import Conflict, InvalidParams, NotFound, Unsupported
+from ..errors import AgentFailure, Conflict, InvalidParams, NotFound, Unsupported
 from ..images import ImageStore
 from . import ConsoleStream, Driver, check_balloon, check_disk_paths
+from .migration import MigrationBook, MigrationPlan, MigrationRecord, none_status
 
 SIM_ACTUAL_THIN = 196_608
+SIM_MIGRATION_BASE_S = 0.3  # a simulated migration takes this plus SIM_MIGRATION_PER_GIB_S per GiB
+SIM_MIGRATION_PER_GIB_S = 0.2
+SIM_MIGRATION_TICK = 0.05
+SIM_DOWNTIME_MS = 42
+
+# Every SimDriver of the process by its agent's listen address and port: where a simulated
+# migration to sim://ADDRESS:PORT finds its destination.
+_sim_hosts: dict[tuple[str, int], SimDriver] = {}
+_sim_hosts_lock = threading.Lock()
+
+
+def sim_host(address: str, port: int) -> SimDriver | None:
+    """The SimDriver listening at address:port in this process (or on every address at port)."""
+    with _sim_hosts_lock:
+        return _sim_hosts.get((address, port)) or _sim_hosts.get(("0.0.0.0", port))  # noqa: S104
 
 
 class SimConsole(ConsoleStream):
@@ -75,6 +91,22 @@ class SimDriver(Driver):
         self._started = time.monotonic()
         # eth0's byte counters and when they last grew (host_stats): they start from a seeded level.
         self._net = [self._started, self.seed % 10**9 * 64, self.seed % 10**9 * 16]
+        self._migrations = MigrationBook()
+        self._address: tuple[str, int] | None = None
+        if config.listen_port:
+            self.listening_on(config.listen_address, config.listen_port)
+
+    def listening_on(self, address: str, port: int) -> None:
+        with _sim_hosts_lock:
+            if self._address is not None and _sim_hosts.get(self._address) is self:
+                del _sim_hosts[self._address]
+            self._address = (address, port)
+            _sim_hosts[self._address] = self
+
+    def close(self) -> None:
+        with _sim_hosts_lock:
+            if self._address is not None and _sim_hosts.get(self._address) is self:
+                del _sim_hosts[self._address]
 
     def preload(self, specs: list[dict]) -> None:
         """Domains already running when the agent starts (a simulated host brought up with
@@ -239,6 +271,129 @@ class SimDriver(Driver):
             del self._vms[vm_id]
             self._snapshots.pop(vm_id, None)
         return {"vm_id": vm_id, "undefined": True, "existed": True}
+
+    # Live migration (simulated) ----------------------------------------------------------------
+
+    def migrate_vm(
+        self,
+        vm_id: str,
+        dest_uri: str,
+        migrate_uri: str | None = None,
+        policy: str = "minimal_downtime",
+        bandwidth_mibps: int = 0,
+        compression: bool = False,
+        unsafe: bool = False,
+        max_downtime_ms: int | None = None,
+        timeout: int = 600,
+    ) -> dict:
+        """Move the VM to the SimDriver at sim://ADDRESS:PORT after 0.3 s + 0.2 s per GiB of
+        memory (longer when `bandwidth_mibps` cannot carry the memory in that time)."""
+        if not dest_uri.startswith("sim://"):
+            raise Unsupported(
+                "simulated: a simulated host migrates only to sim://ADDRESS:PORT", field="params.dest_uri"
+            )
+        with self._lock:
+            vm = self._vm(vm_id)
+            self._require(vm, ("up", "paused"), "migrate")
+            memory_mib = vm["max_memory_mib"]
+            plan = MigrationPlan(policy, max_downtime_ms, timeout, time.monotonic())
+            record = MigrationRecord(vm_id, dest_uri, policy, max_downtime_ms=plan.downtime_ms)
+            if not self._migrations.start(record):
+                raise Conflict(f"VM {vm_id} is already migrating.", status="migrating")
+        duration = SIM_MIGRATION_BASE_S + SIM_MIGRATION_PER_GIB_S * memory_mib / 1024
+        if bandwidth_mibps:
+            duration = max(duration, memory_mib / bandwidth_mibps)
+        threading.Thread(
+            target=self._sim_migrate,
+            args=(record, memory_mib, duration, timeout),
+            name=f"sim-migrate-{vm_id[:8]}",
+            daemon=True,
+        ).start()
+        return {"vm_id": vm_id, "state": "running"}
+
+    def _sim_migrate(self, record: MigrationRecord, memory_mib: int, duration: float, timeout: int) -> None:
+        address, _, port = record.destination[len("sim://") :].rpartition(":")
+        dest = sim_host(address.strip("[]"), int(port))
+        if dest is None:
+            record.finish("failed", f"simulated: no simulated host listens at {address}:{port} in this process")
+            return
+        if dest is self:
+            record.finish("failed", "simulated: the destination is this host")
+            return
+        total = memory_mib * 1024 * 1024
+        while True:
+            elapsed = time.monotonic() - record.started
+            if elapsed >= duration:
+                break
+            if elapsed > timeout:
+                record.finish("failed", f"aborted: the migration did not finish within its timeout of {timeout} s")
+                return
+            done = int(total * elapsed / duration)
+            record.stats = {
+                "data_total": total,
+                "data_processed": done,
+                "data_remaining": total - done,
+                "memory_bps": int(total / duration),
+                "memory_iteration": 1,
+                "time_elapsed": int(elapsed * 1000),
+            }
+            if record.cancel.wait(SIM_MIGRATION_TICK):
+                record.finish("cancelled")
+                return
+        with self._lock:
+            vm = self._vms.get(record.vm_id)
+            if record.cancel.is_set():
+                record.finish("cancelled")
+                return
+            if vm is None or vm["status"] not in ("up", "paused"):
+                record.finish("failed", "simulated: the VM stopped during the migration")
+                return
+            del self._vms[record.vm_id]
+            snapshots = self._snapshots.pop(record.vm_id, {})
+        try:
+            dest.accept_migration(record.vm_id, vm, snapshots)
+        except AgentFailure as exc:
+            with self._lock:  # the VM goes on here, as libvirt leaves it on the source
+                self._vms[record.vm_id] = vm
+                self._snapshots[record.vm_id] = snapshots
+            record.finish("failed", f"simulated: the destination refused the VM: {exc.message}")
+            return
+        record.stats = {**record.stats, "data_processed": total, "data_remaining": 0}
+        record.downtime_ms = SIM_DOWNTIME_MS
+        record.job_time_ms = int((time.monotonic() - record.started) * 1000)
+        record.finish("completed")
+        payload = {"vm_id": record.vm_id, "name": vm["spec"]["name"], "status": "down", "event": "stopped"}
+        self.events.emit("vm_event", {**payload, "detail": "migrated"})
+
+    def accept_migration(self, vm_id: str, vm: dict, snapshots: dict) -> None:
+        """The incoming side of a simulated migration: the VM runs here from now on."""
+        for i, disk in enumerate(vm["spec"]["disks"]):
+            try:
+                self.store.disk_path(disk)
+            except InvalidParams:
+                raise AgentFailure(
+                    f"host {self.host_name} has no storage root for disk {i} ({disk['storage_domain']['path']})"
+                ) from None
+        with self._lock:
+            here = self._vms.get(vm_id)
+            if here is not None and here["status"] in ("up", "paused"):
+                raise Conflict(f"VM {vm_id} already runs on host {self.host_name}")
+            self._check_name(vm["spec"])
+            self._vms[vm_id] = vm
+            self._snapshots[vm_id] = snapshots
+        self._event(vm_id, vm["status"], "started", "migrated")
+
+    def migration_status(self, vm_id: str) -> dict:
+        record = self._migrations.get(vm_id)
+        return record.status() if record is not None else none_status(vm_id)
+
+    def migration_cancel(self, vm_id: str) -> dict:
+        record = self._migrations.get(vm_id)
+        if record is None or record.state != "running":
+            raise Conflict(f"No migration of VM {vm_id} is running on this host.")
+        record.cancel_requested = True
+        record.cancel.set()
+        return {"vm_id": vm_id, "state": "cancelling"}
 
     # Devices -------------------------------------------------------------------------------------
 
