@@ -5,8 +5,8 @@ import django_filters as filters
 from inventory.filtersets import NameFilterMixin
 from inventory.models import Cluster, DataCenter, Host
 
-from .choices import OsType, SnapshotStatus, VmStatus
-from .models import InstanceType, Snapshot, Template, VirtualMachine
+from .choices import AffinityRule, OsType, SnapshotStatus, VmStatus
+from .models import AffinityGroup, InstanceType, Snapshot, Template, VirtualMachine
 
 
 class InstanceTypeFilterSet(NameFilterMixin):
@@ -50,3 +50,19 @@ class SnapshotFilterSet(filters.FilterSet):
     class Meta:
         model = Snapshot
         fields = ("vm", "status", "description", "with_memory")
+
+
+class AffinityGroupFilterSet(NameFilterMixin):
+    cluster = filters.ModelMultipleChoiceFilter(distinct=False, queryset=Cluster.objects.all())
+    vm = filters.ModelMultipleChoiceFilter(
+        field_name="vms", queryset=VirtualMachine.objects.all(), help_text="Groups this VM belongs to."
+    )
+    host = filters.ModelMultipleChoiceFilter(
+        field_name="hosts", queryset=Host.objects.all(), help_text="Groups whose host rule names this host."
+    )
+    vm_rule = filters.MultipleChoiceFilter(distinct=False, choices=AffinityRule.choices)
+    host_rule = filters.MultipleChoiceFilter(distinct=False, choices=AffinityRule.choices)
+
+    class Meta:
+        model = AffinityGroup
+        fields = ("name", "cluster", "vm", "host", "vm_rule", "vm_enforcing", "host_rule", "host_enforcing")

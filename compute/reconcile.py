@@ -68,13 +68,14 @@ class _Seen(NamedTuple):
     pk: uuid.UUID
     status: str
     run_on_host_id: uuid.UUID | None
+    migrating_to_host_id: uuid.UUID | None
 
 
 def _peek(host: Host, ids: list[str]) -> tuple[dict, dict]:
     """`_load` without locks or model instances, over the few columns compared: one query
     for the VMs the engine has on the host, a second only for reported VMs it has elsewhere
     (a defined but stopped domain, a VM the engine does not know)."""
-    columns = ("pk", "status", "run_on_host_id")
+    columns = ("pk", "status", "run_on_host_id", "migrating_to_host_id")
     seen = {
         str(row[0]): _Seen(*row)
         for row in VirtualMachine.objects.filter(run_on_host_id=host.pk).order_by().values_list(*columns)
@@ -150,6 +151,16 @@ def _settle(host: Host, vm: VirtualMachine, reported: str, *, busy: bool, reason
         # A defined but stopped domain on a host the VM does not run on says nothing.
         if not on_this_host or vm.status in (VmStatus.DOWN, VmStatus.SUSPENDED, VmStatus.IMAGE_LOCKED):
             return 0
+    elif not on_this_host and vm.migrating_to_host_id == host.pk:
+        if busy:
+            return 0  # the migration's task settles it
+        # The migration ended while no task watched (its worker died): the target has it.
+        before = vm.status
+        set_vm_status(vm, target, host=host)
+        vm.last_migrated_at = timezone.now()
+        vm.save(update_fields=["last_migrated_at"])
+        _record_change(host, vm, before, target, f"{reason}: the migration to this host completed")
+        return 1
     elif not on_this_host and vm.run_on_host_id is not None and vm.status in RUNNING:
         # Two hosts claim it: keep the engine's host, shout (never two copies silently).
         record_event(

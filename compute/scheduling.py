@@ -224,6 +224,7 @@ class Snapshot:
                 if vm.highly_available:
                     host.ha_committed += vm.guaranteed_memory_mib
                 self.vms_on_host[host.id].append(vm.id)
+        self.groups = list(cluster.affinity_groups)
         self.groups_by_vm: dict[str, list[AffinityGroup]] = {}
         for group in cluster.affinity_groups:
             for vm_id in group.vm_ids:
@@ -367,19 +368,18 @@ def _vm_affinity_filter(snap: Snapshot, req: VmRequest) -> Check | None:
         return None
     must: list[tuple[str, str]] = []  # (group, host id)
     must_not: dict[str, str] = {}  # host id -> group
-    broken: list[str] = []
     for group in groups:
-        where = {snap.vm_host.get(m) for m in group.vm_ids if m != req.id} - {None}
         if group.vm_rule == POSITIVE:
-            if len(where) > 1:
-                broken.append(group.name)
-            elif where:
-                must.append((group.name, next(iter(where))))
+            # Where the others run; split over several hosts, where most of them run, so a
+            # split group converges (the affinity enforcer moves the others there too).
+            majority = majority_host(snap, group, without=req.id)
+            if majority is not None:
+                must.append((group.name, majority))
         else:
-            for host_id in where:
-                must_not.setdefault(host_id, group.name)
-    if broken:
-        return lambda h: f"positive group {broken[0]} already runs on several hosts"
+            for m in group.vm_ids:
+                host_id = snap.vm_host.get(m) if m != req.id else None
+                if host_id is not None:
+                    must_not.setdefault(host_id, group.name)
     names = {h.id: h.name for h in snap.hosts} if must else {}
 
     def check(h: HostState) -> str | None:
@@ -391,6 +391,18 @@ def _vm_affinity_filter(snap: Snapshot, req: VmRequest) -> Check | None:
         return None
 
     return check
+
+
+def majority_host(snap: Snapshot, group: AffinityGroup, without: str | None = None) -> str | None:
+    """The host running most members of the group (ties: the host's name, then id)."""
+    counts: dict[str, int] = {}
+    for m in group.vm_ids:
+        host_id = snap.vm_host.get(m) if m != without else None
+        if host_id is not None and host_id in snap.host_by_id:
+            counts[host_id] = counts.get(host_id, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda h: (-counts[h], snap.host_by_id[h].name, h))
 
 
 def _host_affinity_filter(snap: Snapshot, req: VmRequest) -> Check | None:
@@ -908,6 +920,60 @@ def balance(snap: Snapshot, *, now: datetime, limit: int = 1) -> Balance:
     run = _Pass(snap.copy(), now, limit)
     balancer(run)
     note = "" if run.migrations else "No host needs relief, or no move passes the filters and the margins."
+    return Balance(run.migrations, note)
+
+
+def affinity_violations(snap: Snapshot) -> list[tuple[VmFacts, str]]:
+    """Running VMs that break an enforcing affinity rule, each with the rule it breaks."""
+    found: list[tuple[VmFacts, str]] = []
+    seen: set[str] = set()
+
+    def add(vm_id: str, why: str) -> None:
+        vm = snap.vms.get(vm_id)
+        if vm is not None and vm.status == VM_UP and vm_id not in seen:
+            seen.add(vm_id)
+            found.append((vm, why))
+
+    for group in sorted(snap.groups, key=lambda g: g.name):
+        members = sorted(m for m in group.vm_ids if snap.vm_host.get(m) in snap.host_by_id)
+        if group.vm_rule and group.vm_enforcing and len(members) > 1:
+            if group.vm_rule == POSITIVE:
+                majority = majority_host(snap, group)
+                for m in members:
+                    if snap.vm_host[m] != majority:
+                        name = snap.host_by_id[majority].name
+                        add(m, f"enforcing positive affinity group {group.name}: its other VMs run on {name}")
+            else:
+                by_host: dict[str, list[str]] = {}
+                for m in members:
+                    by_host.setdefault(snap.vm_host[m], []).append(m)
+                for host_id, on_host in by_host.items():
+                    for m in sorted(on_host, key=lambda m: snap.vms[m].name)[1:]:
+                        name = snap.host_by_id[host_id].name
+                        add(m, f"enforcing negative affinity group {group.name}: another of its VMs runs on {name}")
+        if group.host_rule and group.host_enforcing:
+            for m in members:
+                inside = snap.vm_host[m] in group.host_ids
+                if inside != (group.host_rule == POSITIVE):
+                    side = "outside" if group.host_rule == POSITIVE else "on"
+                    name = snap.host_by_id[snap.vm_host[m]].name
+                    add(m, f"enforcing host affinity group {group.name}: it runs {side} the group's hosts ({name})")
+    return found
+
+
+def enforce_affinity(snap: Snapshot, *, now: datetime, limit: int = 1) -> Balance:
+    """Migrations that fix running VMs breaking an enforcing affinity group (oVirt's affinity
+    rules enforcement manager): each violator goes where every filter, the broken rule
+    included, lets it; the snapshot is not changed."""
+    run = _Pass(snap.copy(), now, limit)
+    for vm, why in affinity_violations(run.snap):
+        if run.done():
+            break
+        if not vm.migratable:
+            continue
+        source = run.snap.host_by_id[run.snap.vm_host[vm.id]]
+        run.try_move(vm, source, lambda h: None, why)
+    note = "" if run.migrations else "No VM breaks an enforcing affinity group, or none of them can move."
     return Balance(run.migrations, note)
 
 

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from inventory.audit import create_job, plain_payload, record_event
-from inventory.choices import HostStatus, JobStatus
+from inventory.choices import EventSeverity, HostStatus, JobStatus
 from inventory.exceptions import ConflictError
 from inventory.models import Cluster, Host, Job
 from inventory.publish import publish
@@ -25,9 +25,9 @@ from inventory.servicekit import apply_changes, check_fields, locked, save_valid
 from inventory.services import enqueue, remove_permissions_on, who
 from storage.choices import DiskAllocation, DiskFormat, DiskStatus
 
-from .choices import ConsoleType, PlacementPolicy, SnapshotStatus, VmStatus
+from .choices import ConsoleType, SnapshotStatus, VmStatus
 from .models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
-from .scheduling import HostFacts, VmFacts, VmRequest, place_vm
+from .placement import AUTOMATIC, MANUAL, choose_host, choose_migration_target, cluster_facts
 from .statemachine import RUNNING, VM_STATE_MACHINE, check_action
 
 SHAPE_FIELDS = (
@@ -108,6 +108,9 @@ def set_vm_status(vm: VirtualMachine, status: str, *, host: Host | None | bool =
         vm.status = status
         vm.status_changed_at = timezone.now()
         fields += ["status", "status_changed_at"]
+        if status != VmStatus.MIGRATING and vm.migrating_to_host_id is not None:
+            vm.migrating_to_host = None  # a migration ends with every move out of migrating
+            fields.append("migrating_to_host")
     if host is not False and vm.run_on_host != (host or None):
         vm.run_on_host = host or None
         fields.append("run_on_host")
@@ -602,75 +605,6 @@ def _check_not_locked(vm: VirtualMachine) -> None:
 # VM actions -------------------------------------------------------------------------------
 
 
-def choose_host(vm: VirtualMachine) -> Host:
-    """The host to start `vm` on, under its cluster's scheduling policy and properties.
-
-    Reads the cluster's hosts and, in one more query, the VMs running on them (their
-    guaranteed memory, vCPUs and HA flag feed the memory, HA-reservation and weight
-    modules). No host-network data is recorded, so the network filter is not applied;
-    affinity groups and CPU samples are not read either (docs/scheduling.md)."""
-    cluster = vm.cluster
-    hosts = list(Host.objects.filter(cluster_id=vm.cluster_id))
-    running = (
-        VirtualMachine.objects.filter(run_on_host__cluster_id=vm.cluster_id, status__in=RUNNING)
-        .exclude(pk=vm.pk)
-        .values_list("id", "name", "run_on_host_id", "guaranteed_memory_mib", "vcpus", "status", "ha_enabled")
-    )
-    vms = [
-        VmFacts(
-            id=str(pk),
-            name=name,
-            host_id=str(host_id),
-            guaranteed_memory_mib=memory,
-            vcpus=vcpus,
-            status=status,
-            highly_available=ha,
-        )
-        for pk, name, host_id, memory, vcpus, status, ha in running
-    ]
-    facts = [
-        HostFacts(
-            id=str(h.pk),
-            name=h.name,
-            status=h.status,
-            memory_mib=h.memory_mib,
-            cpu_threads=h.cpu_threads,
-            spm=h.is_spm,
-        )
-        for h in hosts
-    ]
-    request = VmRequest(
-        vcpus=vm.vcpus,
-        guaranteed_memory_mib=vm.guaranteed_memory_mib,
-        pinned_host_ids=frozenset(str(pk) for pk in vm.pinned_hosts.values_list("pk", flat=True)),
-        id=str(vm.pk),
-        name=vm.name,
-        highly_available=vm.ha_enabled,
-        migratable=vm.placement_policy == PlacementPolicy.MIGRATABLE,
-    )
-    properties = {
-        key: value
-        for key, value in (cluster.scheduling_properties or {}).items()
-        if key in Cluster.SCHEDULING_PROPERTY_KEYS and isinstance(value, int) and not isinstance(value, bool)
-    }
-    placement = place_vm(
-        request,
-        facts,
-        overcommit_percent=cluster.memory_overcommit_percent,
-        policy=cluster.scheduling_policy,
-        properties=properties,
-        vms=vms,
-        ha_reservation=cluster.ha_reservation,
-    )
-    if placement.host_id is None:
-        raise ConflictError(
-            f"Cannot run VM {vm.name}: no host of cluster {cluster.name} fits. {placement.explain()}",
-            code="no_host",
-            details=placement.as_dict(),
-        )
-    return next(h for h in hosts if str(h.pk) == placement.host_id)
-
-
 def _vm_action(vm: VirtualMachine, action: str, *, user, description: str, steps: list[str]) -> Job:
     vm = locked(vm)
     check_action(action, vm.status)
@@ -757,6 +691,136 @@ def suspend_vm(vm: VirtualMachine, *, user) -> Job:
 @transaction.atomic(durable=True)
 def resume_vm(vm: VirtualMachine, *, user) -> Job:
     return _vm_action(vm, "resume", user=user, description="Resuming VM {vm}", steps=["Resume the VM"])
+
+
+# Live migration -------------------------------------------------------------------------------
+
+MIGRATE_TASK = "compute.tasks.migrate_vm_task"
+MIGRATION_STEPS = ["Wait for a migration slot", "Migrate the VM's memory", "Confirm on the destination"]
+
+
+def migration_cancel_key(job_id) -> str:
+    return f"migration-cancel:{job_id}"
+
+
+@transaction.atomic(durable=True)
+def migrate_vm(vm: VirtualMachine, *, user, target_host: Host | None = None, reason: str = "") -> Job:
+    """Live-migrate a running VM to `target_host` or to the host the scheduler picks.
+
+    The target is chosen (or checked against every filter) now and its memory reserved
+    (`migrating_to_host`); the task waits for a slot under the cluster's per-host limit,
+    drives the agent's peer-to-peer migration and streams its progress into the Job."""
+    return start_migration(vm, user=user, target_host=target_host, reason=reason, mode=MANUAL)
+
+
+def start_migration(
+    vm: VirtualMachine,
+    *,
+    user,
+    target_host: Host | None = None,
+    reason: str = "",
+    mode: str = AUTOMATIC,
+) -> Job:
+    """`migrate_vm` inside the caller's transaction (maintenance, the balancer, the enforcer)."""
+    vm = VirtualMachine.objects.select_for_update(of=("self",)).select_related("cluster", "run_on_host").get(pk=vm.pk)
+    if vm.status != VmStatus.UP:
+        raise ConflictError(
+            f"Cannot migrate VM {vm.name}: its status is '{vm.status}' (only a VM that is up can migrate).",
+            code="illegal_state",
+        )
+    if vm.external:
+        raise ConflictError(f"Cannot migrate VM {vm.name}: it is an external VM the engine did not start.")
+    _check_not_locked(vm)
+    source = vm.run_on_host
+    if source is None or source.status not in (HostStatus.UP, HostStatus.PREPARING_FOR_MAINTENANCE):
+        raise ConflictError(f"Cannot migrate VM {vm.name}: its host is '{source.status if source else 'unknown'}'.")
+    local = (
+        vm.disk_attachments.filter(active=True, disk__storage_domain__shared=False)
+        .values_list("disk__storage_domain__name", flat=True)
+        .first()
+    )
+    if local:
+        raise ConflictError(
+            f"Cannot migrate VM {vm.name}: a disk of it is on storage domain {local}, which is not shared "
+            "(live migration needs its disks on storage both hosts see)."
+        )
+    target = choose_migration_target(vm, target_host, mode=mode)
+    vm.migrating_to_host = target
+    vm.save(update_fields=["migrating_to_host", "updated_at"])
+    job = create_job(
+        "MigrateVm",
+        f"Migrating VM {vm.name} from {source.name} to {target.name}",
+        user=user,
+        obj=vm,
+        steps=MIGRATION_STEPS,
+    )
+    record_event(
+        "VM_MIGRATION_START" if mode == MANUAL else "VM_MIGRATION_START_SYSTEM_INITIATED",
+        f"Migration of VM {vm.name} from host {source.name} to host {target.name} was initiated by {who(user)}"
+        + (f" ({reason})." if reason else "."),
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id,
+    )
+    enqueue(MIGRATE_TASK, str(job.pk), str(vm.pk))
+    return job
+
+
+def balance_cluster(cluster: Cluster, *, now=None) -> list[Job]:
+    """One round of the periodic balancer for a cluster: first the affinity enforcer (a VM
+    breaking an enforcing group moves), else one balancing pass of the cluster's policy. At
+    most one migration a round, none while one of the cluster's migrations runs; each starts
+    with an audit event giving the reason. Hysteresis (hold-off after a move, a minimum
+    gain) lives in compute.scheduling."""
+    from .scheduling import Snapshot, balance, enforce_affinity
+
+    if VirtualMachine.objects.filter(cluster_id=cluster.pk, migrating_to_host__isnull=False).exists():
+        return []
+    facts, hosts = cluster_facts(cluster, with_cpu=True)
+    snap = Snapshot(facts)
+    now = now or timezone.now()
+    kind, result = "affinity enforcement", enforce_affinity(snap, now=now, limit=1)
+    if not result.migrations:
+        kind, result = "load balancing", balance(snap, now=now, limit=1)
+    jobs = []
+    for move in result.migrations:
+        vm = VirtualMachine.objects.filter(pk=move.vm_id).first()
+        if vm is None:
+            continue
+        try:
+            with transaction.atomic():
+                jobs.append(
+                    start_migration(
+                        vm, user=None, target_host=hosts[move.target_host_id], reason=f"{kind}: {move.reason}"
+                    )
+                )
+        except ConflictError as exc:
+            record_event(
+                "VM_BALANCING_MIGRATION_REFUSED",
+                f"The {kind} of cluster {cluster.name} wanted to move VM {move.vm_name} to host "
+                f"{move.target_host_name} ({move.reason}), but: {exc.message}",
+                obj=vm,
+                severity=EventSeverity.WARNING,
+            )
+    return jobs
+
+
+@transaction.atomic(durable=True)
+def cancel_migration(vm: VirtualMachine, *, user) -> Job:
+    """Ask the VM's running migration to stop; the VM stays on its source host."""
+    vm = locked(vm)
+    job = Job.objects.filter(vm_id=vm.pk, action_type="MigrateVm", status=JobStatus.STARTED).first()
+    if vm.migrating_to_host_id is None or job is None:
+        raise ConflictError(f"VM {vm.name} is not migrating.", code="illegal_state")
+    transaction.on_commit(lambda: cache.set(migration_cancel_key(job.pk), who(user), timeout=3600))
+    record_event(
+        "VM_MIGRATION_CANCEL",
+        f"Cancellation of the migration of VM {vm.name} was requested by {who(user)}.",
+        user=user,
+        obj=vm,
+        correlation_id=job.correlation_id,
+    )
+    return job
 
 
 # Snapshots --------------------------------------------------------------------------------
@@ -993,3 +1057,105 @@ def claim_console_ticket(ticket: str) -> dict | None:
     if grant is None or not cache.delete(key):  # of two racing claims only one deletes it
         return None
     return grant
+
+
+# Affinity groups --------------------------------------------------------------------------
+
+AFFINITY_GROUP_FIELDS = {
+    *("name", "description", "priority", "vm_rule", "vm_enforcing", "host_rule", "host_enforcing"),
+    *("vms", "hosts"),
+}
+
+
+def _check_affinity_group(group, vms: list, hosts: list) -> None:
+    """The group's own rules (full_clean) and those across objects, as field errors together: a
+    name unique in its cluster, VMs and hosts of its cluster only, hosts for a host rule."""
+    from .choices import AffinityRule
+    from .models import AffinityGroup
+
+    errors: dict[str, list[str]] = {}
+    try:
+        group.full_clean(exclude=["cluster"], validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        errors = exc.update_error_dict(errors)
+    cluster = group.cluster
+    if group.name and AffinityGroup.objects.filter(cluster=cluster, name=group.name).exclude(pk=group.pk).exists():
+        errors.setdefault("name", []).append(
+            f"An affinity group named {group.name} already exists in cluster {cluster.name}."
+        )
+    stray_vms = sorted(vm.name for vm in vms if vm.cluster_id != cluster.pk)
+    if stray_vms:
+        errors.setdefault("vms", []).append(f"VMs outside cluster {cluster.name}: {', '.join(stray_vms)}.")
+    stray_hosts = sorted(host.name for host in hosts if host.cluster_id != cluster.pk)
+    if stray_hosts:
+        errors.setdefault("hosts", []).append(f"Hosts outside cluster {cluster.name}: {', '.join(stray_hosts)}.")
+    if group.host_rule != AffinityRule.DISABLED and not hosts:
+        errors.setdefault("hosts", []).append("A group with a host rule needs at least one host.")
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic(durable=True)
+def create_affinity_group(*, user, cluster: Cluster, **fields):
+    """oVirt's affinity group in `cluster`: its VMs together or apart (vm_rule), on or off its
+    hosts (host_rule). The audit Event is the cluster's, naming the group (as oVirt's)."""
+    from .models import AffinityGroup
+
+    check_fields(AffinityGroup, fields, AFFINITY_GROUP_FIELDS)
+    vms, hosts = list(fields.pop("vms", ())), list(fields.pop("hosts", ()))
+    group = AffinityGroup(cluster=cluster, **fields)
+    _check_affinity_group(group, vms, hosts)
+    save_validated(group)
+    group.vms.set(vms)
+    group.hosts.set(hosts)
+    record_event(
+        "USER_ADDED_AFFINITY_GROUP",
+        f"Affinity group {group.name} was added to cluster {cluster.name} by {who(user)}.",
+        user=user,
+        obj=cluster,
+    )
+    return group
+
+
+@transaction.atomic(durable=True)
+def update_affinity_group(group, *, user, **changes):
+    """Change a group's rules or members (`vms` / `hosts`: the whole new list); its cluster stays."""
+    group = locked(group)
+    check_fields(type(group), changes, AFFINITY_GROUP_FIELDS)
+    vms, hosts = changes.pop("vms", None), changes.pop("hosts", None)
+    vms = list(vms) if vms is not None else None
+    hosts = list(hosts) if hosts is not None else None
+    changed = apply_changes(group, changes, AFFINITY_GROUP_FIELDS)
+    _check_affinity_group(
+        group,
+        vms if vms is not None else list(group.vms.all()),
+        hosts if hosts is not None else list(group.hosts.all()),
+    )
+    save_validated(group)
+    for name, members in (("vms", vms), ("hosts", hosts)):
+        related = getattr(group, name)
+        if members is not None and {m.pk for m in members} != set(related.values_list("pk", flat=True)):
+            related.set(members)
+            changed.append(name)
+    if changed:
+        record_event(
+            "USER_UPDATED_AFFINITY_GROUP",
+            f"Affinity group {group.name} of cluster {group.cluster.name} was updated by {who(user)} "
+            f"({', '.join(changed)}).",
+            user=user,
+            obj=group.cluster,
+        )
+    return group
+
+
+@transaction.atomic(durable=True)
+def remove_affinity_group(group, *, user) -> None:
+    group = locked(group)
+    cluster = group.cluster
+    record_event(
+        "USER_REMOVED_AFFINITY_GROUP",
+        f"Affinity group {group.name} was removed from cluster {cluster.name} by {who(user)}.",
+        user=user,
+        obj=cluster,
+    )
+    group.delete()

@@ -59,6 +59,8 @@ ACTIONS: dict[str, tuple[frozenset[str], str]] = {
     "reboot": (frozenset({S.UP, S.POWERING_UP}), S.REBOOT_IN_PROGRESS),
     "suspend": (frozenset({S.UP, S.PAUSED}), S.SUSPENDED),
     "resume": (frozenset({S.PAUSED, S.SUSPENDED}), S.UP),
+    "migrate": (frozenset({S.UP}), S.MIGRATING),
+    "cancel_migration": (frozenset({S.MIGRATING}), S.UP),
 }
 # A power off (stop) ends every running status at once; declare those moves too.
 for _state in ACTIONS["stop"][0]:

@@ -4,12 +4,17 @@ Each takes ids (and JSON values), finds its Job and returns at once when the Job
 ended (redelivery), and reaches hosts only through the host agent client.
 """
 
+import time
+
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from hostagent.client import AgentError
 from inventory.audit import JobProgress, record_event, run_job
-from inventory.choices import EventSeverity
+from inventory.choices import EventSeverity, HostStatus, JobStatus
+from inventory.exceptions import ConflictError
 from inventory.models import Host
 from inventory.servicekit import agent_for
 from storage.choices import DiskStatus
@@ -296,3 +301,216 @@ def _unlock(vm_id) -> None:
     vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
     if vm.status == VmStatus.IMAGE_LOCKED:
         set_vm_status(vm, VmStatus.DOWN)
+
+
+# Live migration ------------------------------------------------------------------------------
+
+
+def migration_address(host: Host) -> tuple[str, str | None]:
+    """(address for libvirt's connection, tcp:// URI for the memory stream): the host's IP on
+    the cluster's migration network when it has one there, else its management address."""
+    from networking.models import ClusterNetwork
+
+    name = (
+        ClusterNetwork.objects.filter(cluster_id=host.cluster_id, network__is_migration=True)
+        .values_list("network__name", flat=True)
+        .first()
+    )
+    for nic in host.nics or ():
+        if name and isinstance(nic, dict) and nic.get("name") == name:
+            for address in nic.get("addresses") or ():
+                ip = str(address).split("/", 1)[0]
+                if ip and ":" not in ip:
+                    return ip, f"tcp://{ip}"
+    return host.address, None
+
+
+def destination_uri(host: Host) -> tuple[str, str | None]:
+    address, stream = migration_address(host)
+    if host.simulated:
+        return f"sim://{host.address}:{host.agent_port}", None
+    return settings.OLVM_MIGRATION_URI.format(address=address), stream
+
+
+def _slot(vm_id: str) -> str:
+    """Take a migration slot for the VM: 'taken' (it may migrate now, or already does),
+    'wait' (its source or target is at the cluster's limit), 'gone' (nothing to migrate)."""
+    with transaction.atomic():
+        vm = VirtualMachine.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=vm_id)
+        if vm.migrating_to_host_id is None or vm.run_on_host_id is None:
+            return "gone"
+        if vm.status == VmStatus.MIGRATING:
+            return "taken"  # a redelivery: the migration may be running on the host
+        if vm.status != VmStatus.UP:
+            return "gone"
+        hosts = sorted([vm.run_on_host_id, vm.migrating_to_host_id])
+        list(Host.objects.select_for_update().filter(pk__in=hosts).order_by("pk"))  # serialise slot takers
+        limit = vm.cluster.migration_max_concurrent
+        migrating = VirtualMachine.objects.filter(status=VmStatus.MIGRATING)
+        if (
+            migrating.filter(run_on_host_id=vm.run_on_host_id).count() >= limit
+            or migrating.filter(migrating_to_host_id=vm.migrating_to_host_id).count() >= limit
+        ):
+            return "wait"
+        set_vm_status(vm, VmStatus.MIGRATING)
+        return "taken"
+
+
+@shared_task(name="compute.tasks.migrate_vm_task", acks_late=True)
+def migrate_vm_task(job_id: str, vm_id: str) -> None:
+    """Wait for a slot, start the peer-to-peer migration on the source's agent, stream its
+    progress into the Job and the VM's group, and settle the VM on the target (or back on
+    the source, saying why, when it fails or is cancelled)."""
+    from django.core.cache import cache
+
+    from .services import migration_cancel_key
+
+    progress = JobProgress(job_id)
+    if not progress.is_active():
+        return
+    # Wait here for a slot (the holders are migrations running in other workers, so they free
+    # up): polling keeps the order simple and works the same when tasks run inline.
+    deadline = time.monotonic() + settings.OLVM_MIGRATION_SLOT_WAIT
+    while (slot := _slot(vm_id)) == "wait":
+        if not progress.is_active():
+            return
+        cancelled_by = cache.get(migration_cancel_key(job_id))
+        if cancelled_by or time.monotonic() > deadline:
+            reason = (
+                f"cancelled by {cancelled_by} while waiting for a slot"
+                if cancelled_by
+                else f"no migration slot freed up within {settings.OLVM_MIGRATION_SLOT_WAIT:g} s"
+            )
+            _migration_failed(job_id, vm_id, reason, cancelled=bool(cancelled_by))
+            if not cancelled_by:
+                progress.fail(f"Migration failed: {reason}")
+            return
+        time.sleep(min(1.0, settings.OLVM_MIGRATION_POLL * 2))
+
+    def work(progress: JobProgress) -> None:
+        if slot == "gone":
+            raise ConflictError("The VM is no longer up with a migration decided; nothing to migrate.")
+        vm = VirtualMachine.objects.select_related("run_on_host", "migrating_to_host", "cluster").get(pk=vm_id)
+        source, target = vm.run_on_host, vm.migrating_to_host
+        progress.step(2, progress=5)
+        agent = agent_for(source)
+        started = time.monotonic()
+        try:
+            state = agent.migration_status(vm_id)
+            if state.get("state") != "running":
+                dest, stream = destination_uri(target)
+                agent.migrate_vm(
+                    vm_id,
+                    dest,
+                    migrate_uri=stream,
+                    policy=vm.cluster.migration_policy,
+                    bandwidth_mibps=vm.cluster.migration_bandwidth_mibps,
+                    compression=vm.cluster.migration_compression,
+                    unsafe=True,  # start_migration refused disks outside shared storage domains
+                    timeout=int(settings.OLVM_MIGRATION_TIMEOUT),
+                )
+            state = _follow(progress, agent, vm, job_id)
+        except AgentError as exc:
+            _migration_failed(job_id, vm_id, str(exc))
+            raise
+        if state.get("state") != "completed":
+            cancelled = state.get("state") == "cancelled"
+            reason = state.get("error") or ("cancelled" if cancelled else f"the migration ended {state.get('state')}")
+            _migration_failed(job_id, vm_id, reason, cancelled=cancelled)
+            if cancelled:
+                return  # the Job ended aborted
+            raise AgentError(f"Migration of VM {vm.name} failed: {reason}")
+        progress.step(3, progress=98)
+        with transaction.atomic():
+            vm = VirtualMachine.objects.select_for_update().get(pk=vm_id)
+            set_vm_status(vm, VmStatus.UP, host=target)
+            vm.last_migrated_at = timezone.now()
+            vm.save(update_fields=["last_migrated_at"])
+            downtime = state.get("downtime_ms")
+            record_event(
+                "VM_MIGRATION_DONE",
+                f"Migration of VM {vm.name} from host {source.name} to host {target.name} completed "
+                f"in {time.monotonic() - started:.1f} s"
+                + (f" (downtime {downtime} ms)." if downtime is not None else "."),
+                obj=vm,
+                correlation_id=job_id,
+                host_id=target.pk,
+            )
+
+    run_job(job_id, work)
+
+
+def _follow(progress: JobProgress, agent, vm: VirtualMachine, job_id: str) -> dict:
+    """Poll the source agent until the migration ends; cancel it when asked or when it
+    overruns OLVM_MIGRATION_TIMEOUT. Each change of progress goes to the Job and `vm.<id>`."""
+    from django.core.cache import cache
+
+    from inventory.publish import publish
+
+    from .services import migration_cancel_key
+
+    deadline = time.monotonic() + settings.OLVM_MIGRATION_TIMEOUT
+    cancel_sent = False
+    shown = -1
+    while True:
+        state = agent.migration_status(str(vm.pk))
+        if state.get("state") != "running":
+            return state
+        percent = int(state.get("progress") or 0)
+        if percent != shown:
+            shown = percent
+            progress.step(2, progress=5 + percent * 90 // 100)
+            publish(f"vm.{vm.pk}", "vm.migration", {"id": str(vm.pk), "job": job_id, **_migration_figures(state)})
+        if not cancel_sent and (cache.get(migration_cancel_key(job_id)) or time.monotonic() > deadline):
+            try:
+                agent.migration_cancel(str(vm.pk))
+            except AgentError:
+                pass  # it ended meanwhile: the next status says how
+            cancel_sent = True
+        time.sleep(settings.OLVM_MIGRATION_POLL)
+
+
+def _migration_figures(state: dict) -> dict:
+    keys = ("state", "progress", "elapsed_ms", "data_total", "data_processed", "data_remaining", "memory_bps")
+    return {key: state.get(key) for key in keys}
+
+
+def _migration_failed(job_id: str, vm_id: str, reason: str, *, cancelled: bool = False) -> None:
+    """The VM stays (or is back) up on its source host, with an event saying why."""
+    with transaction.atomic():
+        vm = (
+            VirtualMachine.objects.select_for_update(of=("self",))
+            .select_related("run_on_host", "migrating_to_host")
+            .get(pk=vm_id)
+        )
+        target = vm.migrating_to_host
+        if vm.status == VmStatus.MIGRATING:
+            set_vm_status(vm, VmStatus.UP)
+        elif vm.migrating_to_host_id is not None:
+            vm.migrating_to_host = None
+            vm.save(update_fields=["migrating_to_host", "updated_at"])
+        where = f" from host {vm.run_on_host.name}" if vm.run_on_host else ""
+        to = f" to host {target.name}" if target else ""
+        record_event(
+            "VM_MIGRATION_ABORTED" if cancelled else "VM_MIGRATION_FAILED",
+            f"Migration of VM {vm.name}{where}{to} {'was cancelled' if cancelled else 'failed'}: {reason}. "
+            f"The VM keeps running on its source host.",
+            obj=vm,
+            severity=EventSeverity.NORMAL if cancelled else EventSeverity.ERROR,
+            correlation_id=job_id,
+        )
+    if cancelled:
+        JobProgress(job_id).fail(f"Migration cancelled: {reason}", status=JobStatus.ABORTED)
+
+
+@shared_task(name="compute.tasks.balance_clusters_task")
+def balance_clusters_task() -> int:
+    """Every OLVM_BALANCE_INTERVAL seconds (beat): the affinity enforcer and the load balancer
+    of each cluster with up hosts (compute.services.balance_cluster). Returns the migrations
+    started."""
+    from inventory.models import Cluster
+
+    from .services import balance_cluster
+
+    clusters = Cluster.objects.filter(hosts__status=HostStatus.UP).distinct().order_by("name")
+    return sum(len(balance_cluster(cluster)) for cluster in clusters)

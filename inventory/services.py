@@ -31,6 +31,9 @@ CLUSTER_FIELDS = {
     "scheduling_policy",
     "scheduling_properties",
     "migration_policy",
+    "migration_max_concurrent",
+    "migration_bandwidth_mibps",
+    "migration_compression",
     "ha_reservation",
     "fencing_enabled",
     "fencing_skip_if_sd_active",
@@ -399,25 +402,27 @@ def activate_host(host: Host, *, user) -> Job:
 
 @transaction.atomic(durable=True)
 def deactivate_host(host: Host, *, user) -> Job:
-    """Maintenance. VMs still running must move first; live migration comes with the scheduler."""
+    """Maintenance: the host's running VMs are live-migrated away (the scheduler picks each
+    target, the cluster's per-host limit holds), then the host goes to maintenance. A VM
+    that cannot move ends the Job failed with the reason and the host back up, at the latest
+    after OLVM_MAINTENANCE_TIMEOUT: never a host left preparing for maintenance."""
     host = locked(host)
     if host.status == HostStatus.MAINTENANCE:
         raise ConflictError(f"Host {host.name} is already in maintenance.")
     HOST_STATE_MACHINE.check(host.status, HostStatus.PREPARING_FOR_MAINTENANCE)
     running = host.running_vms.count()
-    if running:
-        raise ConflictError(f"Host {host.name} still runs {running} VM(s); stop or migrate them before maintenance.")
     set_host_status(host, HostStatus.PREPARING_FOR_MAINTENANCE)
     job = create_job(
         "MaintenanceVds",
         f"Moving host {host.name} to maintenance",
         user=user,
         obj=host,
-        steps=["Check that no VM runs on the host", "Move the host to maintenance"],
+        steps=[f"Migrate the host's VMs away ({running})", "Move the host to maintenance"],
     )
     record_event(
         "USER_VDS_MAINTENANCE",
-        f"Host {host.name} was switched to maintenance mode by {who(user)}.",
+        f"Host {host.name} was switched to maintenance mode by {who(user)}"
+        + (f"; its {running} running VM(s) are migrated away." if running else "."),
         user=user,
         obj=host,
         correlation_id=job.correlation_id,

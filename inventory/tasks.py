@@ -27,12 +27,24 @@ from .services import set_host_status
 CAPABILITY_FIELDS = ("cpu_model", "cpu_sockets", "cpu_cores", "cpu_threads", "memory_mib")
 
 
-def apply_capabilities(host: Host, caps: dict) -> None:
+def apply_capabilities(host: Host, caps: dict, networks: list[dict] | None = None) -> None:
+    """Record what the agent reported of the host (and the bridges set up on it)."""
     for name in CAPABILITY_FIELDS:
         if name in caps:
             setattr(host, name, caps[name])
+    host.nics = [
+        {
+            "name": str(nic.get("name", ""))[:64],
+            "addresses": [str(a)[:64] for a in (nic.get("addresses") or [])[:16]],
+            "bridge": bool(nic.get("bridge")),
+        }
+        for nic in (caps.get("nics") or [])[:256]
+        if isinstance(nic, dict)
+    ]
+    if networks is not None:
+        host.networks = sorted({n["name"] for n in networks})
     host.last_heartbeat = timezone.now()
-    host.save(update_fields=[*CAPABILITY_FIELDS, "last_heartbeat", "updated_at"])
+    host.save(update_fields=[*CAPABILITY_FIELDS, "nics", "networks", "last_heartbeat", "updated_at"])
 
 
 def wait_for_agent(agent, timeout: float) -> None:
@@ -100,7 +112,7 @@ def deploy_host_task(job_id: str, host_id: str) -> None:
         progress.step(5)
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host_id)
-            apply_capabilities(host, caps)
+            apply_capabilities(host, caps, networks)
             if host.status == HostStatus.INSTALLING:
                 set_host_status(host, HostStatus.UP)
                 record_event(
@@ -197,34 +209,89 @@ def activate_host_task(job_id: str, host_id: str) -> None:
     run_job(job_id, work)
 
 
+MAINTENANCE_MIGRATION_TRIES = 2
+
+
 @shared_task(name="inventory.tasks.maintenance_host_task")
 def maintenance_host_task(job_id: str, host_id: str) -> None:
+    """Evacuate the host, then switch it to maintenance; or, when a VM cannot leave (pinned,
+    not migratable, no host fits, a failed migration) or time runs out, end failed with each
+    VM's reason and put the host back up."""
+    from compute.placement import AUTOMATIC
+    from compute.services import start_migration
+    from compute.statemachine import RUNNING
+    from inventory.exceptions import ConflictError
+
     def work(progress: JobProgress) -> None:
+        owner = progress.job().owner
+        deadline = time.monotonic() + settings.OLVM_MAINTENANCE_TIMEOUT
         progress.step(1)
+        refused: dict[str, str] = {}
+        attempts: dict[str, int] = {}
+        total = None
+        while True:
+            host = Host.objects.get(pk=host_id)
+            if host.status != HostStatus.PREPARING_FOR_MAINTENANCE:
+                raise ConflictError(f"Host {host.name} is '{host.status}' now; maintenance was abandoned.")
+            vms = list(host.running_vms.filter(status__in=RUNNING).order_by("name"))
+            total = max(total or 0, len(vms))
+            if not vms:
+                break
+            for vm in vms:
+                if vm.migrating_to_host_id is not None:
+                    continue
+                if attempts.get(vm.name, 0) >= MAINTENANCE_MIGRATION_TRIES:
+                    refused[vm.name] = f"its migration failed {MAINTENANCE_MIGRATION_TRIES} times (see its events)"
+                    continue
+                try:
+                    with transaction.atomic():
+                        start_migration(
+                            vm, user=owner, mode=AUTOMATIC, reason=f"host {host.name} is moving to maintenance"
+                        )
+                    refused.pop(vm.name, None)
+                    attempts[vm.name] = attempts.get(vm.name, 0) + 1
+                except ConflictError as exc:
+                    refused[vm.name] = exc.message
+            moving = host.running_vms.filter(status__in=RUNNING, migrating_to_host__isnull=False).count()
+            left = host.running_vms.filter(status__in=RUNNING).count()
+            progress.step(1, progress=(total - left) * 90 // total)
+            if left and not moving and refused:
+                _maintenance_failed(host_id, job_id, "; ".join(f"VM {n}: {r}" for n, r in sorted(refused.items())))
+            if time.monotonic() > deadline:
+                names = ", ".join(vm.name for vm in vms)
+                _maintenance_failed(
+                    host_id, job_id, f"VM(s) {names} still run on it after {settings.OLVM_MAINTENANCE_TIMEOUT:g} s"
+                )
+            time.sleep(1.0)
+        progress.step(2)
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host_id)
-            running = host.running_vms.count()
-            if running:
-                set_host_status(host, HostStatus.UP, detail="Maintenance failed: VMs still running")
-                record_event(
-                    "VDS_MAINTENANCE_FAILED",
-                    f"Failed to switch host {host.name} to maintenance: {running} VM(s) still run on it.",
-                    obj=host,
-                    severity=EventSeverity.ERROR,
-                    correlation_id=job_id,
-                )
-                raise AgentError(f"{running} VM(s) still run on host {host.name}.")
-            progress.step(2)
             if host.status == HostStatus.PREPARING_FOR_MAINTENANCE:
                 set_host_status(host, HostStatus.MAINTENANCE)
                 record_event(
                     "VDS_MAINTENANCE",
-                    f"Host {host.name} was switched to Maintenance mode.",
+                    f"Host {host.name} was switched to Maintenance mode"
+                    + (f" after its {total} VM(s) migrated away." if total else "."),
                     obj=host,
                     correlation_id=job_id,
                 )
 
     run_job(job_id, work)
+
+
+def _maintenance_failed(host_id: str, job_id: str, reason: str) -> None:
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host_id)
+        if host.status == HostStatus.PREPARING_FOR_MAINTENANCE:
+            set_host_status(host, HostStatus.UP, detail=f"Maintenance failed: {reason}"[:500])
+        record_event(
+            "VDS_MAINTENANCE_FAILED",
+            f"Failed to switch host {host.name} to maintenance: {reason}.",
+            obj=host,
+            severity=EventSeverity.ERROR,
+            correlation_id=job_id,
+        )
+    raise AgentError(f"Host {host.name} cannot go to maintenance: {reason}.")
 
 
 @shared_task(name="inventory.tasks.host_liveness_task")

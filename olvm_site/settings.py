@@ -161,6 +161,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# The periodic load balancer and affinity enforcer run this often (seconds; 0 = off).
+OLVM_BALANCE_INTERVAL = float(os.environ.get("OLVM_BALANCE_INTERVAL", "60"))
 CELERY_BEAT_SCHEDULE = {
     "host-liveness": {"task": "inventory.tasks.host_liveness_task", "schedule": 10.0},
     "job-reaper": {"task": "inventory.tasks.reap_stale_jobs_task", "schedule": 60.0},
@@ -168,11 +170,24 @@ CELERY_BEAT_SCHEDULE = {
     "history-retention": {"task": "inventory.tasks.history_retention_task", "schedule": 300.0},
     "storage-domain-monitor": {"task": "storage.tasks.monitor_storage_domains_task", "schedule": 60.0},
 }
+if OLVM_BALANCE_INTERVAL > 0:
+    CELERY_BEAT_SCHEDULE["load-balancing"] = {
+        "task": "compute.tasks.balance_clusters_task",
+        "schedule": OLVM_BALANCE_INTERVAL,
+    }
 # Monitoring history (inventory/history.py): buffered samples are written at most this often per process.
 OLVM_HISTORY_FLUSH_SECONDS = float(os.environ.get("OLVM_HISTORY_FLUSH_SECONDS", "10"))
 # Seconds without progress after which a started Job whose worker died is ended failed.
 OLVM_JOB_STALE_SECONDS = int(os.environ.get("OLVM_JOB_STALE_SECONDS", "600"))
 OLVM_HOST_HEARTBEAT_TIMEOUT = int(os.environ.get("OLVM_HOST_HEARTBEAT_TIMEOUT", "60"))
+# Live migration: libvirt's peer-to-peer URI of a destination ({address}: its migration
+# address), the longest a migration may run, how long one waits for a free slot, how often
+# its progress is polled; how long maintenance waits for its VMs to leave.
+OLVM_MIGRATION_URI = os.environ.get("OLVM_MIGRATION_URI", "qemu+tcp://{address}/system")
+OLVM_MIGRATION_TIMEOUT = float(os.environ.get("OLVM_MIGRATION_TIMEOUT", "900"))
+OLVM_MIGRATION_SLOT_WAIT = float(os.environ.get("OLVM_MIGRATION_SLOT_WAIT", "600"))
+OLVM_MIGRATION_POLL = float(os.environ.get("OLVM_MIGRATION_POLL", "0.5"))
+OLVM_MAINTENANCE_TIMEOUT = float(os.environ.get("OLVM_MAINTENANCE_TIMEOUT", "900"))
 
 # The engine CA and certificates (inventory/certs.py): created on first use.
 OLVM_PKI_DIR = Path(os.environ.get("OLVM_PKI_DIR", VAR_DIR / "pki"))
@@ -245,6 +260,7 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "inventory.choices.JobStatus",
         "StepStatusEnum": "inventory.choices.StepStatus",
         "VmStatusEnum": "compute.choices.VmStatus",
+        "AffinityRuleEnum": "compute.choices.AffinityRule",
         "SnapshotStatusEnum": "compute.choices.SnapshotStatus",
         "StorageDomainStatusEnum": "storage.choices.StorageDomainStatus",
         "DiskStatusEnum": "storage.choices.DiskStatus",

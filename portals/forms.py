@@ -16,7 +16,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 
-from compute.models import BLANK_TEMPLATE_ID, Template, VirtualMachine
+from compute.models import BLANK_TEMPLATE_ID, AffinityGroup, Template, VirtualMachine
 from compute.services import LIVE_FIELDS, SHAPE_FIELDS
 from compute.statemachine import RUNNING
 from inventory.choices import PermissionObjectType
@@ -133,6 +133,9 @@ class ClusterForm(ServiceForm):
             "scheduling_policy",
             "scheduling_properties",
             "migration_policy",
+            "migration_max_concurrent",
+            "migration_bandwidth_mibps",
+            "migration_compression",
             "ha_reservation",
             "fencing_enabled",
             "fencing_skip_if_sd_active",
@@ -560,6 +563,47 @@ class VmNicForm(ServiceForm):
             self.fields["mac"].required = False
             self.fields["mac"].widget.attrs["placeholder"] = "from the MAC pool"
             self.fields["mac"].help_text = "Leave empty to take the next free address of the cluster's MAC pool."
+
+
+class AffinityGroupForm(ServiceForm):
+    """New / edit affinity group (its instance carries the cluster): the VMs and hosts offered
+    are the cluster's."""
+
+    class Meta:
+        model = AffinityGroup
+        fields = (
+            "name",
+            "description",
+            "priority",
+            "vm_rule",
+            "vm_enforcing",
+            "host_rule",
+            "host_enforcing",
+            "vms",
+            "hosts",
+        )
+        labels = {
+            "vm_rule": "VM affinity rule",
+            "vm_enforcing": "VM rule enforcing (a hard rule)",
+            "host_rule": "Host affinity rule",
+            "host_enforcing": "Host rule enforcing (a hard rule)",
+            "vms": "Virtual machines",
+        }
+        help_texts = {
+            "vm_rule": "Positive: the VMs run together on one host; negative: each on a different host.",
+            "host_rule": "Positive: the VMs run on the hosts below; negative: they avoid them.",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cluster = self.instance.cluster
+        vms, hosts = self.fields["vms"], self.fields["hosts"]
+        vms.queryset = VirtualMachine.objects.filter(cluster_id=cluster.pk).only("id", "name")
+        hosts.queryset = Host.objects.filter(cluster_id=cluster.pk).only("id", "name")
+        vms.help_text = f"VMs of cluster {cluster.name}."
+        hosts.help_text = f"Hosts of cluster {cluster.name}: needed when the host rule is not disabled."
+        for field in (vms, hosts):
+            field.widget.attrs["size"] = 8
 
 
 # Confirmations and small action forms ----------------------------------------------------

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.urls import NoReverseMatch, get_script_prefix, reverse
 from django.utils.html import format_html, format_html_join
 
-from compute.models import Snapshot, Template, VirtualMachine
+from compute.models import AffinityGroup, Snapshot, Template, VirtualMachine
 from inventory.models import Cluster, DataCenter, Event, Host, Job, Permission, Step
 from networking.models import ClusterNetwork, LogicalNetwork, VmNic, VnicProfile
 from storage.models import Disk, DiskAttachment, StorageDomain
@@ -706,3 +706,69 @@ class PermissionTable(PortalTable):
             '<a class="btn btn-sm btn-outline-danger" href="{}"><i class="bi bi-trash"></i> Remove</a>',
             pk_url("portals:permission-remove", record.pk),
         )
+
+
+# Affinity groups (the Affinity Groups tab of a cluster) ----------------------------------------
+
+
+class ClusterRowActionsColumn(VmRowActionsColumn):
+    """The action links of a row of a cluster's tab; the row's `cluster_id` and `pk` fill them."""
+
+    def render(self, record):
+        rows = (
+            (
+                " text-danger" if link.danger else "",
+                vm_row_url(link.url_name, record.cluster_id, record.pk, *link.args),
+                link.icon,
+                link.label,
+            )
+            for link in self.links
+        )
+        return format_html_join(
+            " ", '<a class="btn btn-link btn-sm py-0 px-1{}" href="{}"><i class="bi bi-{}"></i> {}</a>', rows
+        )
+
+
+def _rule_html(rule: str, label: str, enforcing: bool):
+    if rule == "disabled":
+        return format_html('<span class="text-body-secondary">{}</span>', label)
+    kind = "hard" if enforcing else "soft"
+    return format_html('{} <span class="badge text-bg-light border">{}</span>', label, kind)
+
+
+def _member_links(members):
+    """Links to the members' pages, from the rows the view prefetched (`vms` / `hosts`)."""
+    links = format_html_join(", ", '<a href="{}">{}</a>', ((detail_url(m), m.name) for m in members))
+    return links or "—"
+
+
+class AffinityGroupTable(PortalTable):
+    vm_rule = tables.Column(verbose_name="VM rule")
+    host_rule = tables.Column(verbose_name="Host rule")
+    vms = tables.Column(verbose_name="Virtual machines", empty_values=(), orderable=False)
+    hosts = tables.Column(verbose_name="Hosts", empty_values=(), orderable=False)
+    priority = NumberColumn()
+    actions = ClusterRowActionsColumn(
+        (
+            RowLink("Edit", "pencil", "portals:cluster-affinity-group-edit"),
+            RowLink("Remove", "trash", "portals:cluster-affinity-group-remove", danger=True),
+        )
+    )
+
+    class Meta:
+        model = AffinityGroup
+        attrs = ATTRS
+        fields = ("name", "vm_rule", "host_rule", "vms", "hosts", "priority", "description", "actions")
+        empty_text = "No affinity groups."
+
+    def render_vm_rule(self, record):
+        return _rule_html(record.vm_rule, record.get_vm_rule_display(), record.vm_enforcing)
+
+    def render_host_rule(self, record):
+        return _rule_html(record.host_rule, record.get_host_rule_display(), record.host_enforcing)
+
+    def render_vms(self, record):
+        return _member_links(record.vms.all())
+
+    def render_hosts(self, record):
+        return _member_links(record.hosts.all())

@@ -38,6 +38,21 @@ urlpatterns = [
         views.ClusterEditView,
         views.ClusterRemoveView,
     ),
+    path(
+        "clusters/<uuid:cluster_pk>/affinity-groups/add/",
+        views.AffinityGroupEditView.as_view(),
+        name="cluster-affinity-group-add",
+    ),
+    path(
+        "clusters/<uuid:cluster_pk>/affinity-groups/<uuid:pk>/edit/",
+        views.AffinityGroupEditView.as_view(),
+        name="cluster-affinity-group-edit",
+    ),
+    path(
+        "clusters/<uuid:cluster_pk>/affinity-groups/<uuid:pk>/remove/",
+        views.AffinityGroupRemoveView.as_view(),
+        name="cluster-affinity-group-remove",
+    ),
     *crud("hosts", "host", views.HostListView, views.HostDetailView, views.HostEditView, views.HostRemoveView),
     path("hosts/<uuid:pk>/<slug:action>/", views.HostActionView.as_view(), name="host-action"),
     *crud("vms", "vm", views.VmListView, views.VmDetailView, views.VmEditView, views.VmRemoveView),
@@ -52,6 +67,7 @@ urlpatterns = [
     path("vms/<uuid:vm_pk>/nics/<uuid:pk>/<slug:action>/", views.VmNicActionView.as_view(), name="vm-nic-action"),
     path("vms/<uuid:vm_pk>/disks/<uuid:pk>/<slug:action>/", views.VmDiskActionView.as_view(), name="vm-disk-action"),
     path("vms/<uuid:pk>/console/", ConsoleView.as_view(), name="vm-console"),
+    path("vms/<uuid:pk>/migrate/", views.VmMigrateView.as_view(), name="vm-migrate"),
     path("vms/<uuid:pk>/<slug:action>/", views.VmActionView.as_view(), name="vm-action"),
     *crud(
         "templates",

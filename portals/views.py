@@ -31,7 +31,7 @@ from django_tables2 import RequestConfig, SingleTableMixin
 
 from compute import services as compute_services
 from compute.choices import VmStatus
-from compute.models import Snapshot, Template, VirtualMachine
+from compute.models import AffinityGroup, Snapshot, Template, VirtualMachine
 from compute.statemachine import ACTIONS, RUNNING
 from inventory import services as inventory_services
 from inventory.choices import HostStatus, JobStatus
@@ -735,12 +735,19 @@ class ClusterDetailView(PermissionsTabMixin, ObjectDetailView):
         Tab("hosts", "Hosts"),
         Tab("vms", "Virtual Machines"),
         Tab("networks", "Logical Networks"),
+        Tab("affinity", "Affinity Groups"),
         Tab("permissions", "Permissions"),
         Tab("events", "Events"),
     )
 
     def get_queryset(self):
         return super().get_queryset().select_related("mac_pool")
+
+    def tab_affinity(self, obj):
+        context = self.paged(tables.AffinityGroupTable(affinity_group_queryset().filter(cluster=obj)))
+        context["add_url"] = reverse("portals:cluster-affinity-group-add", args=[obj.pk])
+        context["add_label"] = "New affinity group"
+        return context
 
     def tab_hosts(self, obj):
         return self.paged(tables.HostTable(host_queryset().filter(cluster=obj)))
@@ -776,6 +783,105 @@ class ClusterRemoveView(ObjectRemoveView):
 
     def remove(self, obj, form):
         return inventory_services.remove_cluster(obj, user=self.request.user)
+
+
+# Affinity groups (a tab of their cluster) ---------------------------------------------------
+
+
+def affinity_group_queryset():
+    return AffinityGroup.objects.select_related("cluster").prefetch_related(
+        Prefetch("vms", queryset=VirtualMachine.objects.only("id", "name")),
+        Prefetch("hosts", queryset=Host.objects.only("id", "name")),
+    )
+
+
+def cluster_tab_url(cluster_id, tab: str) -> str:
+    return f"{reverse('portals:cluster-detail', args=[cluster_id])}?tab={tab}"
+
+
+class AffinityGroupEditView(ObjectEditView):
+    """New / edit affinity group of a cluster (clusters/<cluster>/affinity-groups/...): back to
+    the cluster's Affinity Groups tab."""
+
+    model = AffinityGroup
+    form_class = forms.AffinityGroupForm
+    list_url_name = "portals:cluster-list"
+
+    @cached_property
+    def cluster(self):
+        return get_object_or_404(Cluster.objects.all(), pk=self.kwargs["cluster_pk"])
+
+    def get_object(self):
+        pk = self.kwargs.get("pk")
+        if pk is None:
+            return None
+        return get_object_or_404(affinity_group_queryset().filter(cluster=self.cluster), pk=pk)
+
+    def make_form(self, obj, data=None):
+        instance = copy.copy(obj) if obj is not None else AffinityGroup(cluster=self.cluster)
+        return self.form_class(data, instance=instance, initial=None if data is not None else self.get_initial())
+
+    def create(self, form):
+        return compute_services.create_affinity_group(
+            user=self.request.user, cluster=self.cluster, **form.service_kwargs()
+        )
+
+    def update(self, obj, form):
+        return compute_services.update_affinity_group(obj, user=self.request.user, **form.service_changes())
+
+    def success_text(self, saved, *, created: bool) -> str:
+        verb = "added to" if created else "saved in"
+        return f"Affinity group {saved.name} was {verb} cluster {self.cluster.name}."
+
+    def success_url(self, saved) -> str:
+        return cluster_tab_url(self.cluster.pk, "affinity")
+
+    def extra_context(self, obj, form) -> dict:
+        cluster = self.cluster
+        return {
+            "title": f"Edit affinity group {obj.name}"
+            if obj is not None
+            else f"New affinity group in cluster {cluster.name}",
+            "cancel_url": cluster_tab_url(cluster.pk, "affinity"),
+        }
+
+
+class AffinityGroupRemoveView(PortalMixin, View):
+    """GET: "Are you sure?"; POST: remove_affinity_group, then back to the cluster's tab."""
+
+    def get_object(self):
+        rows = AffinityGroup.objects.filter(cluster_id=self.kwargs["cluster_pk"]).select_related("cluster")
+        return get_object_or_404(rows, pk=self.kwargs["pk"])
+
+    def get(self, request, cluster_pk, pk):
+        group = self.get_object()
+        return render(
+            request,
+            "portals/confirm.html",
+            {
+                "title": "Remove affinity group",
+                "question": f"Are you sure you want to remove affinity group {group.name} "
+                f"of cluster {group.cluster.name}?",
+                "detail": "Its VMs and hosts stay as they are; the scheduler stops applying its rules. "
+                "This cannot be undone.",
+                "object": group,
+                "confirm_label": "Remove",
+                "danger": True,
+                "cancel_url": cluster_tab_url(cluster_pk, "affinity"),
+                "section": "portals:cluster-list",
+            },
+        )
+
+    def post(self, request, cluster_pk, pk):
+        group = self.get_object()
+        name, cluster = group.name, group.cluster
+        try:
+            compute_services.remove_affinity_group(group, user=request.user)
+        except (ConflictError, ValidationError) as exc:
+            messages.error(request, _error_text(exc))
+        else:
+            messages.success(request, f"Affinity group {name} was removed from cluster {cluster.name}.")
+        return redirect(cluster_tab_url(cluster_pk, "affinity"))
 
 
 # Hosts -------------------------------------------------------------------------------------
@@ -858,6 +964,8 @@ class HostActionView(ObjectActionView):
             inventory_services.deactivate_host,
             confirm=True,
             question="Are you sure you want to move host {obj} to maintenance?",
+            detail="Its running VMs are live-migrated to other hosts first (the scheduler picks each one). "
+            "A VM that cannot move stops the maintenance, and the host stays up.",
         ),
         "activate": Action("Activate", inventory_services.activate_host),
         "reinstall": Action(
@@ -890,6 +998,13 @@ VM_ACTIONS = {
     "reboot": Action("Reboot", compute_services.reboot_vm),
     "suspend": Action("Suspend", compute_services.suspend_vm),
     "resume": Action("Resume", compute_services.resume_vm),
+    "cancel_migration": Action(
+        "Cancel migration",
+        compute_services.cancel_migration,
+        confirm=True,
+        question="Cancel the migration of VM {obj}? It keeps running on its current host.",
+        danger=True,
+    ),
 }
 # Button name -> the state machine's action name (what statuses allow it).
 VM_ACTION_STATES = {
@@ -899,6 +1014,7 @@ VM_ACTION_STATES = {
     "reboot": "reboot",
     "suspend": "suspend",
     "resume": "resume",
+    "cancel_migration": "cancel_migration",
 }
 
 
@@ -964,6 +1080,8 @@ class VmDetailView(PermissionsTabMixin, ObjectDetailView):
         # from this page gets its console without a reload.
         context["console_allowed"] = vm.status in compute_services.CONSOLE_STATUSES and vm.run_on_host_id is not None
         context["vm_action_states"]["console"] = sorted(compute_services.CONSOLE_STATUSES)
+        context["vm_action_states"]["migrate"] = sorted(ACTIONS["migrate"][0])
+        context["migrate_allowed"] = vm.status in ACTIONS["migrate"][0]
         return context
 
     def live_key(self, obj) -> str:
@@ -1024,6 +1142,48 @@ class VmActionView(ObjectActionView):
     model = VirtualMachine
     list_url_name = "portals:vm-list"
     actions = VM_ACTIONS
+
+
+class VmMigrateView(PortalMixin, View):
+    """Migrate a running VM: to a host the administrator picks, or where the scheduler places
+    it. A refusal shows each host and the filter that removed it."""
+
+    template_name = "portals/vm_migrate.html"
+
+    def render_form(self, request, vm, *, error=None, chosen="", status=200):
+        hosts = Host.objects.filter(cluster_id=vm.cluster_id).exclude(pk=vm.run_on_host_id).order_by("name")
+        context = {
+            "object": vm,
+            "hosts": hosts,
+            "chosen": chosen,
+            "error": error.message if error else "",
+            "rejected": (error.details or {}).get("rejected", []) if error else [],
+            "section": "portals:vm-list",
+        }
+        return render(request, self.template_name, context, status=status)
+
+    def get(self, request, pk):
+        return self.render_form(request, get_object_or_404(vm_queryset(), pk=pk))
+
+    def post(self, request, pk):
+        vm = get_object_or_404(vm_queryset(), pk=pk)
+        chosen = request.POST.get("host", "")
+        target = None
+        if chosen:
+            try:
+                target = Host.objects.filter(pk=uuid.UUID(chosen), cluster_id=vm.cluster_id).first()
+            except ValueError:
+                target = None
+            if target is None:
+                return self.render_form(
+                    request, vm, error=ConflictError("Choose a host of the VM's cluster."), status=400
+                )
+        try:
+            job = compute_services.migrate_vm(vm, user=request.user, target_host=target)
+        except ConflictError as exc:
+            return self.render_form(request, vm, error=exc, chosen=chosen, status=409)
+        job_started(request, job, f"Migration of VM {vm.name} started.")
+        return redirect(vm.get_absolute_url())
 
 
 class SnapshotCreateView(PortalMixin, View):

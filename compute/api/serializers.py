@@ -1,12 +1,12 @@
-"""Serializers of the compute API: VMs, templates, instance types, snapshots."""
+"""Serializers of the compute API: VMs, templates, instance types, snapshots, affinity groups."""
 
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from inventory.api.serializers import SelfUrlField, ValidatedModelSerializer, name_of, with_model_defaults
-from inventory.models import Cluster
+from inventory.models import Cluster, Host
 
-from ..models import BLANK_TEMPLATE_ID, InstanceType, Snapshot, Template, VirtualMachine
+from ..models import BLANK_TEMPLATE_ID, AffinityGroup, InstanceType, Snapshot, Template, VirtualMachine
 
 # What a new VM takes from its template unless given (compute.services.SHAPE_FIELDS).
 SHAPE_FIELDS = (
@@ -312,6 +312,61 @@ class SnapshotSerializer(ValidatedModelSerializer):
         return self.saved(create_snapshot(vm, user=self.user, **data))
 
 
+class AffinityGroupSerializer(ValidatedModelSerializer):
+    """An affinity group of one cluster: its VMs and hosts as lists of ids (in and out) and of
+    names (out). compute.services checks that every member belongs to the group's cluster."""
+
+    url = SelfUrlField("affinity-group")
+    cluster_name = name_of("cluster.name")
+    vms = serializers.PrimaryKeyRelatedField(
+        queryset=VirtualMachine.objects.all(),
+        many=True,
+        required=False,
+        help_text="The VMs of the group (ids), all of its cluster.",
+    )
+    vm_names = serializers.SlugRelatedField(source="vms", slug_field="name", many=True, read_only=True)
+    hosts = serializers.PrimaryKeyRelatedField(
+        queryset=Host.objects.all(),
+        many=True,
+        required=False,
+        help_text="The hosts of the host rule (ids), all of its cluster; required when host_rule is not disabled.",
+    )
+    host_names = serializers.SlugRelatedField(source="hosts", slug_field="name", many=True, read_only=True)
+
+    class Meta:
+        model = AffinityGroup
+        fields = (
+            "id",
+            "url",
+            "cluster",
+            "cluster_name",
+            "name",
+            "description",
+            "priority",
+            "vm_rule",
+            "vm_enforcing",
+            "host_rule",
+            "host_enforcing",
+            "vms",
+            "vm_names",
+            "hosts",
+            "host_names",
+            "created_at",
+            "updated_at",
+        )
+        create_only_fields = ("cluster",)
+
+    def create(self, validated_data):
+        from ..services import create_affinity_group
+
+        return self.saved(create_affinity_group(user=self.user, **validated_data))
+
+    def update(self, instance, validated_data):
+        from ..services import update_affinity_group
+
+        return self.saved(update_affinity_group(instance, user=self.user, **validated_data))
+
+
 class ConsoleTicketRequestSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
         choices=[("serial", "Serial console"), ("vnc", "VNC display")],
@@ -328,3 +383,12 @@ class ConsoleTicketSerializer(serializers.Serializer):
     vm_id = serializers.UUIDField()
     url = serializers.CharField(help_text="The websocket to open: binary frames carry the console's bytes.")
     expires_in = serializers.IntegerField(help_text="Seconds the ticket stays valid if unused.")
+
+
+class MigrateRequestSerializer(serializers.Serializer):
+    host = serializers.PrimaryKeyRelatedField(
+        queryset=Host.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The destination host; left out, the cluster's scheduling policy picks one.",
+    )

@@ -9,5 +9,6 @@ router.register("vms", views.VmViewSet, basename="vm")
 router.register("templates", views.TemplateViewSet, basename="template")
 router.register("instance-types", views.InstanceTypeViewSet, basename="instance-type")
 router.register("snapshots", views.SnapshotViewSet, basename="snapshot")
+router.register("affinity-groups", views.AffinityGroupViewSet, basename="affinity-group")
 
 urlpatterns = router.urls

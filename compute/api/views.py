@@ -2,6 +2,7 @@
 
 from urllib.parse import urlencode
 
+from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.decorators import action
@@ -18,13 +19,22 @@ from inventory.api.views import (
     history_action,
 )
 from inventory.choices import ActionGroup
+from inventory.models import Host
 
-from ..filtersets import InstanceTypeFilterSet, SnapshotFilterSet, TemplateFilterSet, VmFilterSet
-from ..models import InstanceType, Snapshot, Template, VirtualMachine
+from ..filtersets import (
+    AffinityGroupFilterSet,
+    InstanceTypeFilterSet,
+    SnapshotFilterSet,
+    TemplateFilterSet,
+    VmFilterSet,
+)
+from ..models import AffinityGroup, InstanceType, Snapshot, Template, VirtualMachine
 from .serializers import (
+    AffinityGroupSerializer,
     ConsoleTicketRequestSerializer,
     ConsoleTicketSerializer,
     InstanceTypeSerializer,
+    MigrateRequestSerializer,
     OwnVmSerializer,
     SnapshotSerializer,
     TemplateSerializer,
@@ -60,7 +70,7 @@ class TemplateViewSet(ServiceModelViewSet):
         return remove_template(instance, user=self.request.user)
 
 
-def vm_action(name: str, service_name: str, summary: str):
+def vm_action(name: str, service_name: str, summary: str, url_path: str = ""):
     """A `POST /vms/{id}/<name>/` action calling `compute.services.<service_name>`: 202 with its Job."""
 
     def view(self, request, pk=None):
@@ -70,7 +80,7 @@ def vm_action(name: str, service_name: str, summary: str):
 
     view.__name__ = name
     view.__doc__ = summary
-    view = action(detail=True, methods=["post"], url_path=name, url_name=name)(view)
+    view = action(detail=True, methods=["post"], url_path=url_path or name, url_name=name)(view)
     return extend_schema(request=None, responses=ACTION_RESPONSES, summary=summary)(view)
 
 
@@ -131,6 +141,25 @@ class VmViewSet(UserScopedMixin, ServiceModelViewSet):
     history = history_action("vm", "Monitoring history of a VM: CPU, memory, network")
 
     @extend_schema(
+        request=MigrateRequestSerializer,
+        responses=ACTION_RESPONSES,
+        summary="Live-migrate a running VM (to `host`, or where the scheduler places it)",
+    )
+    @action(detail=True, methods=["post"])
+    def migrate(self, request, pk=None):
+        """409 with `details.rejected` (each host and the filter that removed it) when no host fits."""
+        from ..services import migrate_vm
+
+        body = MigrateRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = migrate_vm(self.get_object(), user=request.user, target_host=body.validated_data.get("host"))
+        return self.job_response(job)
+
+    cancel_migration = vm_action(
+        "cancel_migration", "cancel_migration", "Cancel a VM's running migration", url_path="cancel-migration"
+    )
+
+    @extend_schema(
         request=ConsoleTicketRequestSerializer,
         responses={200: ConsoleTicketSerializer, 409: ConflictSerializer},
         summary="Open a one-time console ticket (serial or VNC) of a running VM",
@@ -186,3 +215,21 @@ class SnapshotViewSet(UserScopedMixin, NoUpdateMixin, ServiceModelViewSet):
         from ..services import revert_snapshot
 
         return self.job_response(revert_snapshot(self.get_object(), user=request.user))
+
+
+class AffinityGroupViewSet(ServiceModelViewSet):
+    """Affinity groups of the clusters (administrators only); `?cluster=`, `?vm=`, `?host=` filter them."""
+
+    queryset = AffinityGroup.objects.select_related("cluster").prefetch_related(
+        Prefetch("vms", queryset=VirtualMachine.objects.only("id", "name")),
+        Prefetch("hosts", queryset=Host.objects.only("id", "name")),
+    )
+    serializer_class = AffinityGroupSerializer
+    filterset_class = AffinityGroupFilterSet
+    search_fields = ("name", "description")
+    ordering_fields = ("name", "priority", "created_at")
+
+    def perform_remove(self, instance):
+        from ..services import remove_affinity_group
+
+        return remove_affinity_group(instance, user=self.request.user)

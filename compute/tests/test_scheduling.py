@@ -19,8 +19,10 @@ from compute.scheduling import (
     Snapshot,
     VmFacts,
     VmRequest,
+    affinity_violations,
     apply_migrations,
     balance,
+    enforce_affinity,
     place_vm,
     schedule,
 )
@@ -198,11 +200,12 @@ def test_enforcing_positive_vm_affinity_follows_the_group():
     }
 
 
-def test_an_enforcing_positive_group_already_split_refuses_every_host():
-    groups = [AffinityGroup("web", frozenset({"w1", "w2", "new"}), vm_rule=POSITIVE)]
-    placement = schedule(snapshot([host("a"), host("b")], [vm("w1", "a"), vm("w2", "b")], groups), request())
-    assert placement.host_id is None
-    assert {r.reason for r in placement.rejections} == {"positive group web already runs on several hosts"}
+def test_an_enforcing_positive_group_already_split_sends_the_vm_where_most_of_it_runs():
+    groups = [AffinityGroup("web", frozenset({"w1", "w2", "w3", "new"}), vm_rule=POSITIVE)]
+    vms = [vm("w1", "a"), vm("w2", "b"), vm("w3", "b")]
+    placement = schedule(snapshot([host("a"), host("b")], vms, groups), request())
+    assert placement.host_id == "b"
+    assert rejected(placement) == {"a": ("vm_affinity", "positive group web runs on b")}
 
 
 def test_enforcing_negative_vm_affinity_keeps_the_group_apart():
@@ -468,3 +471,45 @@ def test_balancing_leaves_the_snapshot_alone_and_apply_migrations_projects_the_m
     assert after.vms[0].host_id == "cool" and after.vms[0].last_migrated_at == NOW
     assert [h.cpu_samples for h in after.hosts] == [(65.0, 67.0), (45.0, 45.0)]
     assert moves(balance(Snapshot(after), now=NOW)) == []
+
+
+# Affinity enforcement ------------------------------------------------------------------------
+
+
+def test_the_enforcer_moves_a_stray_of_a_positive_group_to_where_most_of_it_runs():
+    groups = [AffinityGroup("web", frozenset({"w1", "w2", "w3"}), vm_rule=POSITIVE)]
+    snap = snapshot([host("a"), host("b")], [vm("w1", "a"), vm("w2", "b"), vm("w3", "b")], groups)
+    assert [(v.id, why) for v, why in affinity_violations(snap)] == [
+        ("w1", "enforcing positive affinity group web: its other VMs run on b")
+    ]
+    result = enforce_affinity(snap, now=NOW)
+    assert [(m.vm_id, m.source_host_id, m.target_host_id) for m in result.migrations] == [("w1", "a", "b")]
+    assert snap.vm_host["w1"] == "a"  # the snapshot itself is not changed
+
+
+def test_the_enforcer_splits_a_negative_group_and_leaves_soft_groups_alone():
+    groups = [
+        AffinityGroup("db", frozenset({"d1", "d2"}), vm_rule=NEGATIVE),
+        AffinityGroup("soft", frozenset({"s1", "s2"}), vm_rule=NEGATIVE, vm_enforcing=False),
+    ]
+    vms = [vm("d1", "a"), vm("d2", "a"), vm("s1", "a"), vm("s2", "a")]
+    result = enforce_affinity(snapshot([host("a"), host("b")], vms, groups), now=NOW, limit=5)
+    assert [(m.vm_id, m.target_host_id) for m in result.migrations] == [("d2", "b")]
+    assert "enforcing negative affinity group db" in result.migrations[0].reason
+
+
+def test_the_enforcer_brings_vms_inside_their_host_group():
+    groups = [
+        AffinityGroup("gpu", frozenset({"g1"}), host_ids=frozenset({"b"}), host_rule=POSITIVE, host_enforcing=True)
+    ]
+    result = enforce_affinity(snapshot([host("a"), host("b")], [vm("g1", "a")], groups), now=NOW)
+    assert [(m.vm_id, m.target_host_id) for m in result.migrations] == [("g1", "b")]
+    assert result.migrations[0].reason == "enforcing host affinity group gpu: it runs outside the group's hosts (a)"
+
+
+def test_the_enforcer_does_not_move_unmigratable_vms_and_says_so():
+    groups = [AffinityGroup("db", frozenset({"d1", "d2"}), vm_rule=NEGATIVE)]
+    vms = [vm("d1", "a", migratable=False), vm("d2", "a", migratable=False)]
+    result = enforce_affinity(snapshot([host("a"), host("b")], vms, groups), now=NOW)
+    assert result.migrations == []
+    assert result.note == "No VM breaks an enforcing affinity group, or none of them can move."

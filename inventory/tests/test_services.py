@@ -139,13 +139,17 @@ def test_a_host_is_removed_only_in_maintenance(admin_user):
     assert not Host.objects.filter(pk=host.pk).exists()
 
 
-def test_maintenance_is_refused_while_vms_run(admin_user):
+def test_maintenance_of_a_host_with_running_vms_evacuates_them_first(admin_user):
+    """(The evacuation itself: compute/tests/test_migration.py.)"""
     host = make_host()
     make_vm(cluster=host.cluster, status="up", run_on_host=host)
-    with pytest.raises(ConflictError, match="still runs 1 VM"):
-        services.deactivate_host(host, user=admin_user)
+    job = services.deactivate_host(host, user=admin_user)
     host.refresh_from_db()
-    assert host.status == HostStatus.UP
+    assert host.status == HostStatus.PREPARING_FOR_MAINTENANCE
+    assert list(job.steps.values_list("description", flat=True)) == [
+        "Migrate the host's VMs away (1)",
+        "Move the host to maintenance",
+    ]
 
 
 def test_activate_goes_through_connecting_to_up(admin_user):

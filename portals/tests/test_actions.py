@@ -90,6 +90,7 @@ def test_vm_detail_offers_only_the_allowed_actions(user_client):
         "reboot": False,
         "suspend": False,
         "resume": False,
+        "cancel_migration": False,
     }
 
 
@@ -101,21 +102,21 @@ def test_unknown_action_is_a_404(user_client):
 
 
 @pytest.mark.django_db
-def test_host_maintenance_is_confirmed_and_refused_while_vms_run(user_client):
+def test_host_maintenance_is_confirmed_and_evacuates_the_running_vms(user_client):
     cluster = make_cluster()
     host = make_host(cluster, name="node1", status="up")
     make_vm(cluster, status=VmStatus.UP, run_on_host=host)
     url = reverse("portals:host-action", args=[host.pk, "maintenance"])
 
     confirm = user_client.get(url)
-    response = user_client.post(url)
+    user_client.post(url)
 
-    assert "Are you sure you want to move host node1 to maintenance?" in confirm.content.decode()
-    assert "Host node1 still runs 1 VM(s); stop or migrate them before maintenance." in banner(
-        user_client, response["Location"]
-    )
+    page = confirm.content.decode()
+    assert "Are you sure you want to move host node1 to maintenance?" in page
+    assert "Its running VMs are live-migrated to other hosts first" in page
     host.refresh_from_db()
-    assert host.status == "up"
+    assert host.status == "preparing_for_maintenance"
+    assert Job.objects.get(action_type="MaintenanceVds").description == "Moving host node1 to maintenance"
 
 
 @pytest.mark.django_db

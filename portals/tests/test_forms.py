@@ -90,6 +90,8 @@ CLUSTER_DATA = {
     "scheduling_policy": "evenly_distributed",
     "scheduling_properties": "",
     "migration_policy": "minimal_downtime",
+    "migration_max_concurrent": 2,
+    "migration_bandwidth_mibps": 0,
     "fencing_enabled": "on",
     "fencing_connectivity_threshold": 50,
     "max_vm_vcpus": 64,
@@ -132,8 +134,9 @@ def test_invalid_cluster_shows_model_errors(user_client):
     assert form_errors(response) == {
         "memory_overcommit_percent": ["Ensure this value is greater than or equal to 100."],
         "scheduling_properties": [
-            "Unknown property 'Bogus'; known: CpuOverCommitDurationMinutes, HighUtilization, HostsInReserve, "
-            "LowUtilization, MaxFreeMemoryForOverUtilized, MinFreeMemoryForUnderUtilized."
+            "Unknown property 'Bogus'; known: BalanceMarginPercent, CpuOverCommitDurationMinutes, HighUtilization, "
+            "HighVmCount, HostsInReserve, LowUtilization, MaxFreeMemoryForOverUtilized, MigrationHoldOffMinutes, "
+            "MigrationThreshold, MinFreeMemoryForUnderUtilized, SpmVmGrace."
         ],
     }
     assert Cluster.objects.count() == 0

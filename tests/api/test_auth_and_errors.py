@@ -97,6 +97,7 @@ def test_api_root_lists_every_endpoint(api_client):
             "vnic-profiles",
             "mac-pools",
             "nics",
+            "affinity-groups",
         ]
     )
 

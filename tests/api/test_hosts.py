@@ -109,13 +109,14 @@ def test_deactivate_is_202_with_the_job(api_client):
     assert Event.objects.filter(code="USER_VDS_MAINTENANCE", object_id=host.pk).count() == 1
 
 
-def test_deactivate_with_running_vms_is_409(api_client):
+def test_deactivate_with_running_vms_starts_their_evacuation(api_client):
     vm = make_vm(status="up")
 
     response = api_client.post(host_url(vm.run_on_host, "deactivate"))
 
-    assert response.status_code == 409
-    assert "still runs 1 VM(s)" in response.json()["detail"]
+    assert response.status_code == 202
+    assert response.json()["action_type"] == "MaintenanceVds"
+    assert [s["description"] for s in response.json()["steps"]][0] == "Migrate the host's VMs away (1)"
 
 
 def test_activate_from_maintenance_is_202(api_client):
