@@ -121,7 +121,34 @@ def reconcile_host(host: Host, reported: list[dict]) -> int:
             if vm_id in by_id or vm.pk in busy:
                 continue
             changed += _gone(host, vm)
+        stale = [
+            vm_id
+            for vm_id, report in by_id.items()
+            if report["status"] == "down"
+            and (vm := known.get(vm_id)) is not None
+            and vm.status in RUNNING
+            and vm.run_on_host_id not in (None, host.pk)
+            and vm.migrating_to_host_id != host.pk
+            and vm.pk not in busy
+        ]
+        if stale:
+            transaction.on_commit(lambda: _clean_stale(host, stale))
     return changed
+
+
+def _clean_stale(host: Host, vm_ids: list[str]) -> None:
+    """A stopped definition of a VM that runs on another host (left by a migration or a
+    failover) is removed from this host, once per VM and host every few minutes."""
+    from django.core.cache import cache
+
+    from olvm_site.celery import app
+
+    for vm_id in vm_ids:
+        if cache.add(f"stale-definition:{host.pk}:{vm_id}", 1, timeout=300):
+            try:
+                app.send_task("compute.tasks.undefine_stale_task", args=[str(host.pk), vm_id])
+            except Exception as exc:  # broker down: the next report tries again
+                log.warning("could not queue the removal of VM %s's stale definition: %s", vm_id, exc)
 
 
 def apply_vm_event(host: Host, event: dict) -> bool:

@@ -4,6 +4,7 @@ Each takes ids (and JSON values), finds its Job and returns at once when the Job
 ended (redelivery), and reaches hosts only through the host agent client.
 """
 
+import logging
 import time
 
 from celery import shared_task
@@ -24,6 +25,9 @@ from storage.tasks import disk_device_spec, image_spec, up_host
 from .choices import SnapshotStatus, VmStatus
 from .models import BLANK_TEMPLATE_ID, Snapshot, Template, VirtualMachine
 from .services import set_vm_status
+from .statemachine import RUNNING
+
+log = logging.getLogger(__name__)
 
 # The status the host reports after each action, and where the VM goes if it fails.
 OUTCOME = {
@@ -514,3 +518,24 @@ def balance_clusters_task() -> int:
 
     clusters = Cluster.objects.filter(hosts__status=HostStatus.UP).distinct().order_by("name")
     return sum(len(balance_cluster(cluster)) for cluster in clusters)
+
+
+@shared_task(name="compute.tasks.undefine_stale_task")
+def undefine_stale_task(host_id: str, vm_id: str) -> None:
+    """Remove a VM's stopped definition from a host it no longer runs on (after a migration
+    or a failover); checked again here, so a VM that came back meanwhile is left alone."""
+    host = Host.objects.filter(pk=host_id).first()
+    vm = VirtualMachine.objects.filter(pk=vm_id).first()
+    if host is None or vm is None or vm.run_on_host_id in (None, host.pk) or vm.status not in RUNNING:
+        return
+    try:
+        agent_for(host).undefine_vm(vm_id)
+    except AgentError as exc:
+        log.warning("host %s: could not remove the stale definition of VM %s: %s", host.name, vm.name, exc)
+        return
+    record_event(
+        "VM_STALE_DEFINITION_REMOVED",
+        f"The stopped definition of VM {vm.name} left on host {host.name} was removed (the VM runs on another host).",
+        obj=vm,
+        host_id=host.pk,
+    )

@@ -80,6 +80,9 @@ class AgentClient:
     def restore_vm(self, vm_id: str, state_path: str, spec: dict) -> dict:
         raise NotImplementedError
 
+    def undefine_vm(self, vm_id: str) -> dict:
+        raise NotImplementedError
+
     def hotplug_disk(self, vm_id: str, disk: dict) -> dict:
         raise NotImplementedError
 
@@ -213,6 +216,9 @@ class SimulatedAgentClient(AgentClient):
 
     def restore_vm(self, vm_id: str, state_path: str, spec: dict) -> dict:
         return {"vm_id": vm_id, "status": "up"}
+
+    def undefine_vm(self, vm_id: str) -> dict:
+        return {"vm_id": vm_id, "undefined": True, "simulated": True}
 
     def hotplug_disk(self, vm_id: str, disk: dict) -> dict:
         return {"vm_id": vm_id, "plugged": True}

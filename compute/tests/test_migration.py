@@ -359,3 +359,29 @@ def test_a_balanced_cluster_is_left_alone(admin_user, pair, sent):
     up_vm(cluster, dst)
     assert services.balance_cluster(cluster) == []
     assert not Job.objects.filter(action_type="MigrateVm").exists()
+
+
+def test_a_stale_definition_on_a_host_the_vm_left_is_removed_once(pair, sent, django_capture_on_commit_callbacks):
+    from compute.tasks import undefine_stale_task
+
+    cluster, src, dst = pair
+    vm = up_vm(cluster, dst)
+    report = [{"id": str(vm.pk), "status": "down"}]
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile_host(src, report)
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile_host(src, report)  # the next heartbeat: already queued
+    assert sent == [("compute.tasks.undefine_stale_task", [str(src.pk), str(vm.pk)])]
+    undefine_stale_task(str(src.pk), str(vm.pk))
+    assert Event.objects.get(code="VM_STALE_DEFINITION_REMOVED").message == (
+        f"The stopped definition of VM {vm.name} left on host src was removed (the VM runs on another host)."
+    )
+    assert reload(vm).run_on_host_id == dst.pk  # the VM itself is untouched
+
+
+def test_a_stopped_definition_of_a_vm_that_is_down_is_kept(pair, sent, django_capture_on_commit_callbacks):
+    cluster, src, _dst = pair
+    vm = make_vm(cluster=cluster)
+    with django_capture_on_commit_callbacks(execute=True):
+        reconcile_host(src, [{"id": str(vm.pk), "status": "down"}])
+    assert sent == []
