@@ -12,6 +12,8 @@ from django.conf import settings as django_settings
 from hostagent.ingest_server import IngestServer
 from hostagent.lab import core
 from hostagent.lab.tests.conftest import lab_hosts, lab_images, lab_state_dir, pytest_configure  # noqa: F401
+from olvm_site.celery import tasks_inline
+from tests.factories import ensure_seed_data
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -102,3 +104,25 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+@pytest.fixture
+def engine(lab_hosts, lab_state_dir, ingest_listener, admin_user, settings):  # noqa: F811 - the fixtures imported above
+    """The lab registered in the engine (storage domain, tiny template) with h1 and h2
+    deployed through their real agents; every domain cleared afterwards."""
+    from inventory.lab import register_lab
+
+    settings.OLVM_LAB_STATE_DIR = str(lab_state_dir)
+    settings.OLVM_AGENT_GUEST_INFO_INTERVAL = 2.0
+    settings.OLVM_AGENT_STATS_INTERVAL = 2.0
+    settings.OLVM_DEPLOY_AGENT_WAIT = 30.0
+    ensure_seed_data()  # a previous transactional test flushed what the migrations seeded
+    clear_domains(lab_hosts)
+    ingest_listener.gate.open = True
+    try:
+        with tasks_inline():
+            register_lab(core.lab_info(lab_state_dir), core.status(lab_state_dir), user=admin_user)
+        yield {"user": admin_user, "lab": lab_hosts, "state_dir": lab_state_dir}
+    finally:
+        ingest_listener.gate.close()
+        clear_domains(lab_hosts)

@@ -28,9 +28,8 @@ from networking.models import VnicProfile
 from olvm_site.celery import tasks_inline
 from storage import services as storage_services
 from storage.models import Disk, StorageDomain
-from tests.factories import ensure_seed_data
 
-from .conftest import clear_domains, libvirt, wait_for
+from .conftest import libvirt, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -38,28 +37,6 @@ BOOT_TIMEOUT = 90  # TCG guest to a guest agent that answers, under CI load
 ACTION_TIMEOUT = 120
 GUEST_PARAMS = "console=ttyS0 olvm.hostname=life-1 olvm.ip=10.213.1.5/24"
 RUN = {"capture_output": True, "text": True, "check": True, "timeout": 30}
-
-
-@pytest.fixture
-def engine(lab_hosts, lab_state_dir, ingest_listener, admin_user, settings):
-    """The lab registered in the engine (storage domain, tiny template) with h1 and h2
-    deployed through their real agents; every domain cleared afterwards."""
-    from inventory.lab import register_lab
-
-    settings.OLVM_LAB_STATE_DIR = str(lab_state_dir)
-    settings.OLVM_AGENT_GUEST_INFO_INTERVAL = 2.0
-    settings.OLVM_AGENT_STATS_INTERVAL = 2.0
-    settings.OLVM_DEPLOY_AGENT_WAIT = 30.0
-    ensure_seed_data()  # a previous transactional test flushed what the migrations seeded
-    clear_domains(lab_hosts)
-    ingest_listener.gate.open = True
-    try:
-        with tasks_inline():
-            register_lab(core.lab_info(lab_state_dir), core.status(lab_state_dir), user=admin_user)
-        yield {"user": admin_user, "lab": lab_hosts, "state_dir": lab_state_dir}
-    finally:
-        ingest_listener.gate.close()
-        clear_domains(lab_hosts)
 
 
 def vm_status(vm) -> str:
