@@ -454,6 +454,7 @@ def _follow(progress: JobProgress, agent, vm: VirtualMachine, job_id: str) -> di
     from .services import migration_cancel_key
 
     deadline = time.monotonic() + settings.OLVM_MIGRATION_TIMEOUT
+    target_name = vm.migrating_to_host.name if vm.migrating_to_host else ""
     cancel_sent = False
     shown = -1
     while True:
@@ -464,7 +465,11 @@ def _follow(progress: JobProgress, agent, vm: VirtualMachine, job_id: str) -> di
         if percent != shown:
             shown = percent
             progress.step(2, progress=5 + percent * 90 // 100)
-            publish(f"vm.{vm.pk}", "vm.migration", {"id": str(vm.pk), "job": job_id, **_migration_figures(state)})
+            publish(
+                f"vm.{vm.pk}",
+                "vm.migration",
+                {"id": str(vm.pk), "job": job_id, "target": target_name, **_migration_figures(state)},
+            )
         if not cancel_sent and (cache.get(migration_cancel_key(job_id)) or time.monotonic() > deadline):
             try:
                 agent.migration_cancel(str(vm.pk))

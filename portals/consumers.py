@@ -12,6 +12,7 @@ engine -> page (every frame has `type` and `ts`, the engine's time when it was s
   {"type": "error", "error": "forbidden" | "invalid" | "too_many" | "bad_request", "subscription": ..., "detail": ...}
   {"type": "vm.status", "vm": {...}, "previous": {"status", "run_on_host"} | null}
   {"type": "vm.guest", "vm": {"id", "guest_ips", ...}}
+  {"type": "vm.migration", "migration": {"id", "job", "target", "state", "progress", "data_total", ...}}
   {"type": "host.status", "host": {...}, "previous": {"status"} | null}
   {"type": "storage.status", "storage_domain": {...}}
   {"type": "host.stats", "id": <host id>, "at": <epoch s>, "host": {...}?, "vms": [{...}]?}
@@ -256,6 +257,11 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         facts = message["payload"]
         if f"vm.{facts.get('id')}" in self.subscriptions:
             await self.forward({"type": "vm.guest", "vm": facts})
+
+    async def vm_migration(self, message: dict) -> None:
+        figures = message["payload"]
+        if f"vm.{figures.get('id')}" in self.subscriptions:
+            await self.forward({"type": "vm.migration", "migration": figures})
 
     async def host_status(self, message: dict) -> None:
         host = message["payload"]

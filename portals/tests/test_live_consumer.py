@@ -384,3 +384,18 @@ async def test_unsubscribe_stops_the_stream(admin_user):
 
     assert await silent(comm)
     await comm.disconnect()
+
+
+async def test_a_migrations_progress_reaches_the_vms_watchers_only(admin_user):
+    vm, other = await db(make_vm)(status=VmStatus.UP), await db(make_vm)(status=VmStatus.UP)
+    comm = await connected(admin_user)
+    await subscribe(comm, f"vm.{vm.pk}")
+
+    figures = {"id": str(vm.pk), "job": "j1", "target": "h2", "state": "running", "progress": 40}
+    await db(publish.send_now)(f"vm.{other.pk}", "vm.migration", {**figures, "id": str(other.pk)})
+    await db(publish.send_now)(f"vm.{vm.pk}", "vm.migration", figures)
+
+    frame = await next_frame(comm, "vm.migration")
+    assert frame["migration"] == figures
+    assert await silent(comm)
+    await comm.disconnect()

@@ -200,7 +200,27 @@
     });
   }
 
+  // A running migration's figures on its VM's page; hidden once the VM is no longer migrating.
+  function showMigration(m) {
+    document.querySelectorAll('[data-vm-migration="' + m.id + '"]').forEach(function (node) {
+      var mib = function (bytes) { return Math.round((bytes || 0) / 1048576); };
+      var text = "Migrating to " + (m.target || "another host") + ": " + (m.progress || 0) + "%";
+      if (m.data_total) text += " (" + mib(m.data_processed) + " of " + mib(m.data_total) + " MiB";
+      if (m.data_total && m.memory_bps) text += ", " + mib(m.memory_bps) + " MiB/s";
+      if (m.data_total) text += ")";
+      node.querySelector("[data-migration-text]").textContent = text;
+      var bar = node.querySelector(".progress-bar");
+      if (bar) { bar.style.width = (m.progress || 0) + "%"; bar.setAttribute("aria-valuenow", m.progress || 0); }
+      node.classList.remove("d-none");
+    });
+  }
+
   function applyVmActions(vm) {
+    if (vm.status && vm.status !== "migrating") {
+      document.querySelectorAll('[data-vm-migration="' + vm.id + '"]').forEach(function (node) {
+        node.classList.add("d-none");
+      });
+    }
     var page = config.pageObject;
     var statesNode = document.getElementById("olvm-vm-action-states");
     if (!page || page.kind !== "vm" || page.id !== vm.id || !statesNode || !vm.status) return;
@@ -583,6 +603,7 @@
       dashboardVm(frame.vm, frame.previous);
     },
     "vm.guest": function (frame) { applyObject("vm." + frame.vm.id, frame.vm); },
+    "vm.migration": function (frame) { showMigration(frame.migration); },
     "host.status": function (frame) {
       applyObject("host." + frame.host.id, frame.host);
       dashboardHost(frame.host, frame.previous);
