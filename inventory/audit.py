@@ -241,8 +241,12 @@ class JobProgress:
         self._publish()
 
 
+CONTINUES = object()  # what `work` returns when it queued its next round: the Job goes on
+
+
 def run_job(job_id, work) -> None:
-    """Run `work(progress)` for a started Job; end it finished, or failed with the reason.
+    """Run `work(progress)` for a started Job; end it finished (unless `work` returns
+    CONTINUES: it queued its next round), or failed with the reason.
 
     Idempotent: a Job that already ended (a redelivered task) is left alone. Errors that
     say why (AgentError, ValidationError, ConflictError) end the Job failed with their text;
@@ -258,14 +262,15 @@ def run_job(job_id, work) -> None:
     if not progress.is_active():
         return
     try:
-        work(progress)
+        outcome = work(progress)
     except (AgentError, ConflictError, ValidationError) as exc:
         progress.fail(_error_text(exc))
         return
     except Exception as exc:
         progress.fail(f"Internal error: {exc.__class__.__name__}: {exc}")
         raise
-    progress.finish()
+    if outcome is not CONTINUES:
+        progress.finish()
 
 
 def _error_text(exc: Exception) -> str:

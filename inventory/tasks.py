@@ -16,7 +16,7 @@ from django.utils import timezone
 from hostagent.client import AgentError
 from hostagent.pki import PkiError
 
-from .audit import JobProgress, record_event, run_job
+from .audit import CONTINUES, JobProgress, record_event, run_job
 from .certs import engine_client_cert, host_cert_due, ingest_server_cert, issue_host_certificate
 from .choices import EventSeverity, HostStatus, JobStatus
 from .deploy import DeployError, deployer_for
@@ -210,60 +210,68 @@ def activate_host_task(job_id: str, host_id: str) -> None:
 
 
 MAINTENANCE_MIGRATION_TRIES = 2
+MAINTENANCE_ROUND_SECONDS = 2.0
 
 
 @shared_task(name="inventory.tasks.maintenance_host_task")
 def maintenance_host_task(job_id: str, host_id: str) -> None:
     """Evacuate the host, then switch it to maintenance; or, when a VM cannot leave (pinned,
-    not migratable, no host fits, a failed migration) or time runs out, end failed with each
-    VM's reason and put the host back up."""
+    not migratable, no host fits, its migration failed twice) or OLVM_MAINTENANCE_TIMEOUT
+    passed, end failed with each VM's reason and put the host back up.
+
+    One round per run: it starts the migrations it can and queues itself again while VMs
+    are still on their way, so it never holds a worker the migrations it waits for need."""
     from compute.placement import AUTOMATIC
     from compute.services import start_migration
     from compute.statemachine import RUNNING
     from inventory.exceptions import ConflictError
 
-    def work(progress: JobProgress) -> None:
-        owner = progress.job().owner
-        deadline = time.monotonic() + settings.OLVM_MAINTENANCE_TIMEOUT
-        progress.step(1)
-        refused: dict[str, str] = {}
-        attempts: dict[str, int] = {}
-        total = None
-        while True:
-            host = Host.objects.get(pk=host_id)
-            if host.status != HostStatus.PREPARING_FOR_MAINTENANCE:
-                raise ConflictError(f"Host {host.name} is '{host.status}' now; maintenance was abandoned.")
-            vms = list(host.running_vms.filter(status__in=RUNNING).order_by("name"))
-            total = max(total or 0, len(vms))
-            if not vms:
-                break
+    def work(progress: JobProgress):
+        job = progress.job()
+        host = Host.objects.get(pk=host_id)
+        if host.status != HostStatus.PREPARING_FOR_MAINTENANCE:
+            raise ConflictError(f"Host {host.name} is '{host.status}' now; maintenance was abandoned.")
+        migrations = Job.objects.filter(  # this host's, since the maintenance began
+            action_type="MigrateVm", started_at__gte=job.started_at, description__contains=f" from {host.name} to "
+        )
+        vms = list(host.running_vms.filter(status__in=RUNNING).order_by("name"))
+        moved = migrations.filter(status=JobStatus.FINISHED).count()
+        if vms:
+            refused: dict[str, str] = {}
             for vm in vms:
                 if vm.migrating_to_host_id is not None:
                     continue
-                if attempts.get(vm.name, 0) >= MAINTENANCE_MIGRATION_TRIES:
-                    refused[vm.name] = f"its migration failed {MAINTENANCE_MIGRATION_TRIES} times (see its events)"
+                tried = list(migrations.filter(vm_id=vm.pk).order_by("-started_at").values_list("error", flat=True))
+                if len(tried) >= MAINTENANCE_MIGRATION_TRIES:
+                    refused[vm.name] = f"its migration failed {len(tried)} times (last: {tried[0] or 'no reason'})"
                     continue
                 try:
                     with transaction.atomic():
                         start_migration(
-                            vm, user=owner, mode=AUTOMATIC, reason=f"host {host.name} is moving to maintenance"
+                            vm, user=job.owner, mode=AUTOMATIC, reason=f"host {host.name} is moving to maintenance"
                         )
-                    refused.pop(vm.name, None)
-                    attempts[vm.name] = attempts.get(vm.name, 0) + 1
                 except ConflictError as exc:
                     refused[vm.name] = exc.message
-            moving = host.running_vms.filter(status__in=RUNNING, migrating_to_host__isnull=False).count()
-            left = host.running_vms.filter(status__in=RUNNING).count()
-            progress.step(1, progress=(total - left) * 90 // total)
+            still = host.running_vms.filter(status__in=RUNNING)
+            left, moving = still.count(), still.filter(migrating_to_host__isnull=False).count()
+            progress.step(1, progress=moved * 90 // max(moved + left, 1))
             if left and not moving and refused:
                 _maintenance_failed(host_id, job_id, "; ".join(f"VM {n}: {r}" for n, r in sorted(refused.items())))
-            if time.monotonic() > deadline:
-                names = ", ".join(vm.name for vm in vms)
+            waited = (timezone.now() - job.started_at).total_seconds()
+            if left and waited > settings.OLVM_MAINTENANCE_TIMEOUT:
+                names = ", ".join(vm.name for vm in still.order_by("name"))
                 _maintenance_failed(
                     host_id, job_id, f"VM(s) {names} still run on it after {settings.OLVM_MAINTENANCE_TIMEOUT:g} s"
                 )
-            time.sleep(1.0)
+            if left:
+                from olvm_site.celery import app
+
+                app.send_task(
+                    "inventory.tasks.maintenance_host_task", args=[job_id, host_id], countdown=MAINTENANCE_ROUND_SECONDS
+                )
+                return CONTINUES
         progress.step(2)
+        moved = migrations.filter(status=JobStatus.FINISHED).count()
         with transaction.atomic():
             host = Host.objects.select_for_update().get(pk=host_id)
             if host.status == HostStatus.PREPARING_FOR_MAINTENANCE:
@@ -271,10 +279,11 @@ def maintenance_host_task(job_id: str, host_id: str) -> None:
                 record_event(
                     "VDS_MAINTENANCE",
                     f"Host {host.name} was switched to Maintenance mode"
-                    + (f" after its {total} VM(s) migrated away." if total else "."),
+                    + (f" after {moved} VM(s) migrated away." if moved else "."),
                     obj=host,
                     correlation_id=job_id,
                 )
+        return None
 
     run_job(job_id, work)
 

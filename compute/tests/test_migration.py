@@ -256,7 +256,7 @@ def test_maintenance_migrates_every_vm_away_then_switches_the_host(admin_user, p
     assert Event.objects.filter(code="VM_MIGRATION_START_SYSTEM_INITIATED").count() == 2
     assert "moving to maintenance" in Event.objects.filter(code="VM_MIGRATION_START_SYSTEM_INITIATED").first().message
     assert Event.objects.get(code="VDS_MAINTENANCE").message == (
-        "Host src was switched to Maintenance mode after its 2 VM(s) migrated away."
+        "Host src was switched to Maintenance mode after 2 VM(s) migrated away."
     )
 
 
@@ -385,3 +385,36 @@ def test_a_stopped_definition_of_a_vm_that_is_down_is_kept(pair, sent, django_ca
     with django_capture_on_commit_callbacks(execute=True):
         reconcile_host(src, [{"id": str(vm.pk), "status": "down"}])
     assert sent == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_maintenance_stops_retrying_a_vm_whose_migration_keeps_failing(admin_user, pair):
+    cluster, src, dst = pair
+    Host.objects.filter(pk=dst.pk).update(address="unreachable.example")
+    up_vm(cluster, src, name="flaky")
+    with tasks_inline():
+        job = host_services.deactivate_host(src, user=admin_user)
+    job = reload(job)
+    assert job.status == JobStatus.FAILED
+    assert (
+        "VM flaky: its migration failed 2 times (last: Migration of VM flaky failed: simulated: destination"
+        in job.error
+    )
+    assert Event.objects.filter(code="VM_MIGRATION_FAILED").count() == 2
+    assert reload(src).status == HostStatus.UP
+
+
+def test_maintenance_queues_its_next_round_while_vms_are_on_their_way(admin_user, pair, sent):
+    cluster, src, _dst = pair
+    vm = up_vm(cluster, src, name="walking")
+    job = host_services.deactivate_host(src, user=admin_user)
+    maintenance_host_task(str(job.pk), str(src.pk))
+    assert reload(job).status == JobStatus.STARTED
+    assert reload(vm).migrating_to_host_id is not None
+    assert ("inventory.tasks.maintenance_host_task", [str(job.pk), str(src.pk)]) in sent
+    # The migration lands; the next round switches the host.
+    migration = Job.objects.get(action_type="MigrateVm")
+    migrate_vm_task(str(migration.pk), str(vm.pk))
+    maintenance_host_task(str(job.pk), str(src.pk))
+    assert reload(job).status == JobStatus.FINISHED
+    assert reload(src).status == HostStatus.MAINTENANCE
