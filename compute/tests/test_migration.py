@@ -418,3 +418,20 @@ def test_maintenance_queues_its_next_round_while_vms_are_on_their_way(admin_user
     maintenance_host_task(str(job.pk), str(src.pk))
     assert reload(job).status == JobStatus.FINISHED
     assert reload(src).status == HostStatus.MAINTENANCE
+
+
+def test_the_memory_stream_takes_the_migration_network_when_the_host_has_an_address_there(pair):
+    from compute.tasks import destination_uri
+    from networking.services import create_network
+
+    cluster, _src, dst = pair
+    Host.objects.filter(pk=dst.pk).update(simulated=False, address="10.213.0.12")
+    dst = reload(dst)
+    assert destination_uri(dst) == ("qemu+tcp://10.213.0.12/system", None)  # the management address
+    create_network(user=None, data_center=cluster.data_center, name="migr", vlan_tag=30, clusters=[cluster])
+    from networking.models import LogicalNetwork
+
+    LogicalNetwork.objects.filter(name="migr").update(is_migration=True)
+    dst.nics = [{"name": "migr", "addresses": ["10.99.0.12/24", "fe80::1/64"], "bridge": True}]
+    dst.save()
+    assert destination_uri(dst) == ("qemu+tcp://10.99.0.12/system", "tcp://10.99.0.12")

@@ -216,9 +216,9 @@
   }
 
   function applyVmActions(vm) {
-    if (vm.status && vm.status !== "migrating") {
+    if (vm.status) {
       document.querySelectorAll('[data-vm-migration="' + vm.id + '"]').forEach(function (node) {
-        node.classList.add("d-none");
+        node.classList.toggle("d-none", vm.status !== "migrating");
       });
     }
     var page = config.pageObject;

@@ -309,3 +309,50 @@ def test_a_vm_portal_user_sees_and_runs_only_the_vm_granted(lab_engine, celery_w
     shot(page, "user-3-other-vm-refused")
     assert VirtualMachine.objects.get(pk=theirs.pk).status == VmStatus.DOWN
     assert page.js_errors == []
+
+
+def test_an_administrator_migrates_a_vm_and_evacuates_its_host(lab_engine, celery_worker, engine_web, page):
+    cluster, tiny, admin = lab_engine["cluster"], lab_engine["tiny"], lab_engine["user"]
+    with tasks_inline():
+        vm, _ = vm_services.create_vm(
+            user=admin, cluster=cluster, name="move-1", template=tiny, kernel_params="console=ttyS0"
+        )
+        vm_services.start_vm(VirtualMachine.objects.get(pk=vm.pk), user=admin)
+    wait_for(lambda: VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.UP, ACTION_TIMEOUT / 1000, "move-1 up")
+    source = VirtualMachine.objects.get(pk=vm.pk).run_on_host
+    target = Host.objects.filter(cluster=cluster).exclude(pk=source.pk).get()
+    web_password(admin, ADMIN_PASSWORD)
+    log_in(page, f"{engine_web}/login/", "admin", ADMIN_PASSWORD)
+
+    # Migrate from the VM's page: the destination list offers the other host; the progress
+    # shows live on the VM's page, which ends with the VM up on the other host.
+    open_live(page, f"{engine_web}/vms/{vm.pk}/")
+    page.click("[data-vm-actions] a[data-action=migrate]")
+    page.wait_for_url(f"{engine_web}/vms/{vm.pk}/migrate/")
+    assert page.locator(f'#id_host option[value="{target.pk}"]').count() == 1
+    assert page.locator(f'#id_host option[value="{source.pk}"]').count() == 0
+    shot(page, "migrate-1-form")
+    page.select_option("#id_host", str(target.pk))
+    page.click(".olvm-card form button[type=submit]")
+    page.wait_for_url(f"{engine_web}/vms/{vm.pk}/")
+    page.wait_for_selector("#olvm-live[data-synced=true]", timeout=15_000)
+    page.wait_for_selector(f'[data-vm-migration="{vm.pk}"]:not(.d-none)', timeout=ACTION_TIMEOUT)
+    shot(page, "migrate-2-progress")
+    page.wait_for_selector(f'[data-vm-migration="{vm.pk}"].d-none', state="attached", timeout=ACTION_TIMEOUT)
+    wait_for(lambda: VirtualMachine.objects.get(pk=vm.pk).run_on_host_id == target.pk, 30, "move-1 on the target")
+    page.wait_for_selector('.olvm-page-head [data-status="up"]', timeout=30_000)
+    shot(page, "migrate-3-done")
+
+    # Maintenance of its new host, confirmed: the VM is migrated back and the host switches.
+    page.goto(f"{engine_web}/hosts/{target.pk}/maintenance/")
+    assert "Its running VMs are live-migrated to other hosts first" in page.inner_text("body")
+    page.click(".olvm-card form button[type=submit]")
+    page.wait_for_url(f"{engine_web}/hosts/{target.pk}/")
+    page.wait_for_selector("#olvm-live[data-synced=true]", timeout=15_000)
+    page.wait_for_selector('.olvm-page-head [data-status="maintenance"]', timeout=ACTION_TIMEOUT)
+    shot(page, "migrate-4-host-maintenance")
+    moved = VirtualMachine.objects.get(pk=vm.pk)
+    assert (moved.status, moved.run_on_host_id) == (VmStatus.UP, source.pk)
+    assert page.js_errors == []
+    with tasks_inline():
+        vm_services.stop_vm(moved, user=admin)
