@@ -170,7 +170,9 @@ def cluster_facts(cluster: Cluster, *, mode: str = AUTOMATIC, with_cpu: bool = F
 
 def affinity_facts(cluster: Cluster) -> list[GroupFacts]:
     """The cluster's affinity groups in three queries."""
-    groups = list(AffinityGroup.objects.filter(cluster_id=cluster.pk).values_list("id", "name", *RULE_FIELDS))
+    groups = list(
+        AffinityGroup.objects.filter(cluster_id=cluster.pk).values_list("id", "name", "priority", *RULE_FIELDS)
+    )
     if not groups:
         return []
     ids = [g[0] for g in groups]
@@ -193,8 +195,9 @@ def affinity_facts(cluster: Cluster) -> list[GroupFacts]:
             vm_enforcing=vm_enforcing,
             host_rule=_rule(host_rule),
             host_enforcing=host_enforcing,
+            priority=priority,
         )
-        for pk, name, vm_rule, vm_enforcing, host_rule, host_enforcing in groups
+        for pk, name, priority, vm_rule, vm_enforcing, host_rule, host_enforcing in groups
     ]
 
 

@@ -130,6 +130,7 @@ class AffinityGroup:
     vm_enforcing: bool = True
     host_rule: str | None = None
     host_enforcing: bool = False
+    priority: int = 1  # the enforcer fixes higher-priority groups first
 
 
 @dataclass(frozen=True)
@@ -934,7 +935,7 @@ def affinity_violations(snap: Snapshot) -> list[tuple[VmFacts, str]]:
             seen.add(vm_id)
             found.append((vm, why))
 
-    for group in sorted(snap.groups, key=lambda g: g.name):
+    for group in sorted(snap.groups, key=lambda g: (-g.priority, g.name)):
         members = sorted(m for m in group.vm_ids if snap.vm_host.get(m) in snap.host_by_id)
         if group.vm_rule and group.vm_enforcing and len(members) > 1:
             if group.vm_rule == POSITIVE:

@@ -513,3 +513,13 @@ def test_the_enforcer_does_not_move_unmigratable_vms_and_says_so():
     result = enforce_affinity(snapshot([host("a"), host("b")], vms, groups), now=NOW)
     assert result.migrations == []
     assert result.note == "No VM breaks an enforcing affinity group, or none of them can move."
+
+
+def test_the_enforcer_fixes_higher_priority_groups_first():
+    groups = [
+        AffinityGroup("alpha", frozenset({"a1", "a2"}), vm_rule=NEGATIVE, priority=1),
+        AffinityGroup("zeta", frozenset({"z1", "z2"}), vm_rule=NEGATIVE, priority=5),
+    ]
+    vms = [vm("a1", "a"), vm("a2", "a"), vm("z1", "a"), vm("z2", "a")]
+    result = enforce_affinity(snapshot([host("a"), host("b")], vms, groups), now=NOW, limit=1)
+    assert [m.vm_id for m in result.migrations] == ["z2"]
