@@ -3,6 +3,7 @@ the engine's ingest listener on the lab bridge, and an engine with the lab regis
 its hosts deployed through their real agents."""
 
 import contextlib
+import gc
 import threading
 import time
 
@@ -76,7 +77,9 @@ def ingest_listener(lab_state_dir):  # noqa: F811 - the fixture imported above
 
 
 def clear_domains(hosts) -> None:
-    """Destroy and undefine every domain on the lab hosts (between tests)."""
+    """Destroy and undefine every domain on the lab hosts (between tests); first free the
+    libvirt objects the last test left in reference cycles, while the hosts answer."""
+    gc.collect()
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     for host in hosts:
         if not core.tcp_reachable(host.ip):

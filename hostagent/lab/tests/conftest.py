@@ -8,6 +8,7 @@ and they skip when a developer's own lab is up.
 """
 
 import fcntl
+import gc
 import os
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def lab_state_dir(lab_images, tmp_path_factory):
         try:
             yield state_dir
         finally:
+            # libvirt objects a test left in a reference cycle (a frame kept by a caught
+            # exception's traceback) are freed here, while their daemons still answer: freed
+            # later, their connection's close waits on a host that is gone, for minutes.
+            gc.collect()
             core.down(state_dir)
 
 
