@@ -509,10 +509,13 @@ class _HandlerPool:
     """The threads the (synchronous) handler runs in. The loop hands a request over and is
     called back with the answer: lighter than `run_in_executor`, which makes a
     concurrent.futures.Future (with its lock and condition) for every request; at a thousand
-    hosts that showed in the listener's profile."""
+    hosts that showed in the listener's profile. Answers that finish while the loop has not
+    yet taken the previous ones ride the same wake-up (one self-pipe write, not one each)."""
 
     def __init__(self, workers: int, name: str):
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: dict[asyncio.AbstractEventLoop, _Answers] = {}
+        self._done_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(max(workers, 1))
         ]
@@ -523,8 +526,15 @@ class _HandlerPool:
         """`fn(*args)` in a thread of the pool; await the returned future for its result."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((loop, future, fn, args))
+        self._queue.put((self._answers(loop), future, fn, args))
         return future
+
+    def _answers(self, loop: asyncio.AbstractEventLoop) -> _Answers:
+        answers = self._done.get(loop)
+        if answers is None:
+            with self._done_lock:
+                answers = self._done.setdefault(loop, _Answers(loop))
+        return answers
 
     def shutdown(self) -> None:
         """Cancel what waits, let what runs finish, stop the threads."""
@@ -532,7 +542,7 @@ class _HandlerPool:
             while True:
                 item = self._queue.get_nowait()
                 if item is not None:
-                    _settle(item[0], item[1], None, asyncio.CancelledError())
+                    item[0].add(item[1], None, asyncio.CancelledError())
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
@@ -540,23 +550,41 @@ class _HandlerPool:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            loop, future, fn, args = item
+            answers, future, fn, args = item
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the awaiting coroutine
-                _settle(loop, future, None, exc)
+                answers.add(future, None, exc)
             else:
-                _settle(loop, future, result, None)
+                answers.add(future, result, None)
 
 
-def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future, result, exc: BaseException | None) -> None:
-    def done() -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+class _Answers:
+    """Results waiting for one event loop, handed over in batches."""
 
-    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-        loop.call_soon_threadsafe(done)
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[tuple[asyncio.Future, object, BaseException | None]] = []
+        self.wake_pending = False
+
+    def add(self, future: asyncio.Future, result, exc: BaseException | None) -> None:
+        with self.lock:
+            self.items.append((future, result, exc))
+            if self.wake_pending:
+                return  # the loop has yet to run the wake-up already on its way: it takes this too
+            self.wake_pending = True
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self.hand_over)
+
+    def hand_over(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+            self.wake_pending = False
+        for future, result, exc in items:
+            if future.done():
+                continue
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)

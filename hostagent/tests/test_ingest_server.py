@@ -577,3 +577,37 @@ def test_a_body_that_is_not_an_object_is_named_the_body():
         "",
         "the body must be a JSON object",
     )
+
+
+def test_the_handler_pool_hands_answers_back_in_batches_and_loses_none(monkeypatch):
+    """Answers finished while the loop is busy ride one wake-up; each still reaches its caller,
+    errors included."""
+    import asyncio
+
+    from hostagent.ingest_server import _HandlerPool
+
+    wakeups = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+        monkeypatch.setattr(loop, "call_soon_threadsafe", lambda *a: (wakeups.append(1), real(*a))[1])
+        pool = _HandlerPool(4, "t")
+        try:
+
+            def work(n):
+                if n == 13:
+                    raise ValueError("thirteen")
+                return n * 2
+
+            futures = [pool.run(work, n) for n in range(200)]
+            time.sleep(0.3)  # the loop is blocked: every answer is ready before it looks
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            pool.shutdown()
+        return results
+
+    results = asyncio.run(main())
+    assert [r for i, r in enumerate(results) if i != 13] == [n * 2 for n in range(200) if n != 13]
+    assert isinstance(results[13], ValueError)
+    assert len(wakeups) < 20  # not one per answer
