@@ -375,7 +375,11 @@ def migrate_vm_task(job_id: str, vm_id: str) -> None:
     # Wait here for a slot (the holders are migrations running in other workers, so they free
     # up): polling keeps the order simple and works the same when tasks run inline.
     deadline = time.monotonic() + settings.OLVM_MIGRATION_SLOT_WAIT
+    touched = time.monotonic()
     while (slot := _slot(vm_id)) == "wait":
+        if time.monotonic() - touched > 30:
+            progress.step(1)  # waiting is progress: the stale-job reaper leaves this Job alone
+            touched = time.monotonic()
         if not progress.is_active():
             return
         cancelled_by = cache.get(migration_cancel_key(job_id))

@@ -343,11 +343,39 @@ def host_liveness_task() -> int:
 
 @shared_task(name="inventory.tasks.reap_stale_jobs_task")
 def reap_stale_jobs_task() -> int:
-    """A Job whose worker died mid-task ends failed instead of spinning forever."""
+    """A Job whose worker died mid-task ends failed instead of spinning forever, and what it
+    held is let go: a host it was moving to maintenance comes back up (never left preparing
+    for maintenance), a migration it had decided but not started frees its target."""
     cutoff = timezone.now() - timedelta(seconds=settings.OLVM_JOB_STALE_SECONDS)
-    stale = list(Job.objects.filter(status=JobStatus.STARTED, updated_at__lt=cutoff).values_list("pk", flat=True))
-    for job_id in stale:
+    stale = list(
+        Job.objects.filter(status=JobStatus.STARTED, updated_at__lt=cutoff).values_list(
+            "pk", "action_type", "host_id", "vm_id"
+        )
+    )
+    for job_id, action_type, host_id, vm_id in stale:
         JobProgress(job_id).fail("The job made no progress for too long (its worker stopped); it was ended.")
+        if action_type == "MaintenanceVds" and host_id:
+            with transaction.atomic():
+                host = Host.objects.select_for_update().filter(pk=host_id).first()
+                if host is not None and host.status == HostStatus.PREPARING_FOR_MAINTENANCE:
+                    set_host_status(host, HostStatus.UP, detail="Maintenance abandoned: its job stopped.")
+                    record_event(
+                        "VDS_MAINTENANCE_FAILED",
+                        f"Failed to switch host {host.name} to maintenance: its job stopped making progress; "
+                        "the host is Up again.",
+                        obj=host,
+                        severity=EventSeverity.ERROR,
+                        correlation_id=str(job_id),
+                    )
+        elif action_type == "MigrateVm" and vm_id:
+            from compute.choices import VmStatus
+            from compute.models import VirtualMachine
+
+            # Decided, never started (still up on its source): the target's reservation goes.
+            # One that was migrating is settled by the hosts' reports (compute/reconcile.py).
+            VirtualMachine.objects.filter(pk=vm_id, status=VmStatus.UP, migrating_to_host__isnull=False).update(
+                migrating_to_host=None
+            )
     return len(stale)
 
 

@@ -435,3 +435,25 @@ def test_the_memory_stream_takes_the_migration_network_when_the_host_has_an_addr
     dst.nics = [{"name": "migr", "addresses": ["10.99.0.12/24", "fe80::1/64"], "bridge": True}]
     dst.save()
     assert destination_uri(dst) == ("qemu+tcp://10.99.0.12/system", "tcp://10.99.0.12")
+
+
+def test_the_reaper_lets_go_of_what_a_dead_maintenance_or_migration_held(admin_user, pair, sent, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inventory.tasks import reap_stale_jobs_task
+
+    cluster, src, _dst = pair
+    vm = up_vm(cluster, src, name="stranded")
+    maintenance = host_services.deactivate_host(src, user=admin_user)
+    maintenance_host_task(str(maintenance.pk), str(src.pk))  # the migration is decided ...
+    assert reload(vm).migrating_to_host_id is not None
+    # ... and every worker dies: nothing moves for longer than the reaper waits.
+    Job.objects.update(updated_at=timezone.now() - timedelta(seconds=settings.OLVM_JOB_STALE_SECONDS + 1))
+    assert reap_stale_jobs_task() == 2
+    assert reload(src).status == HostStatus.UP
+    assert reload(src).status_detail == "Maintenance abandoned: its job stopped."
+    vm = reload(vm)
+    assert (vm.status, vm.run_on_host_id, vm.migrating_to_host_id) == (VmStatus.UP, src.pk, None)
+    assert Event.objects.filter(code="VDS_MAINTENANCE_FAILED").exists()
