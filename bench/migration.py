@@ -18,9 +18,7 @@ down again only when this bench brought it up).
 """
 
 import argparse
-import base64
 import contextlib
-import json
 import subprocess
 import sys
 import tempfile
@@ -35,29 +33,15 @@ sys.path.insert(0, str(ROOT))
 POLL = 0.05  # seconds between status reads
 
 
-def agent_command(dom, command: str, **arguments) -> dict:
-    import libvirt_qemu
-
-    message = {"execute": command, **({"arguments": arguments} if arguments else {})}
-    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(message), 5, 0))["return"]
-
-
-def guest_uptime(dom) -> float:
-    handle = agent_command(dom, "guest-file-open", path="/proc/uptime")
-    try:
-        data = agent_command(dom, "guest-file-read", handle=handle)
-    finally:
-        agent_command(dom, "guest-file-close", handle=handle)
-    return float(base64.b64decode(data["buf-b64"]).split()[0])
-
-
 def wait_guest_agent(dom, timeout: float = 90) -> None:
     import libvirt
+
+    from hostagent.lab import core
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            agent_command(dom, "guest-ping")
+            core.guest_command(dom, "guest-ping")
             return
         except libvirt.libvirtError:
             if time.monotonic() > deadline:
@@ -107,7 +91,7 @@ def main() -> None:
             where = hosts[0]
             for run in range(1, args.runs + 1):
                 target = hosts[1] if where is hosts[0] else hosts[0]
-                before = guest_uptime(dom)
+                before = core.guest_uptime(dom)
                 start = time.monotonic()
                 agents[where.name].migrate_vm(vm_id, target.libvirt_uri, unsafe=True)
                 while (status := agents[where.name].migration_status(vm_id))["state"] == "running":
@@ -116,7 +100,7 @@ def main() -> None:
                 if status["state"] != "completed":
                     raise SystemExit(f"run {run}: the migration ended {status['state']}: {status.get('error')}")
                 dom = conns[target.name].lookupByUUIDString(vm_id)
-                after = guest_uptime(dom)
+                after = core.guest_uptime(dom)
                 if after <= before:
                     raise SystemExit(f"run {run}: the guest rebooted (uptime {before} -> {after})")
                 walls.append(wall)

@@ -98,8 +98,10 @@ def _candidates(host: Host, by_id: dict, known: dict, expected: dict) -> list[st
     ] + [vm_id for vm_id in expected if vm_id not in by_id]
 
 
-def reconcile_host(host: Host, reported: list[dict]) -> int:
-    """Settle the host's full report of domains; returns how many VMs changed."""
+def reconcile_host(host: Host, reported: list[dict], deferred: list | None = None) -> int:
+    """Settle the host's full report of domains; returns how many VMs changed. The VMs left
+    alone because a Job of the engine acts on them are appended to `deferred` (so the caller
+    compares the next report again rather than trusting this one as settled)."""
     by_id = {str(r["id"]).lower(): r for r in reported}
     # The usual heartbeat finds everything as the engine has it: one lean read, no locks.
     if not _candidates(host, by_id, *_peek(host, list(by_id))):
@@ -110,6 +112,8 @@ def reconcile_host(host: Host, reported: list[dict]) -> int:
         if not _candidates(host, by_id, known, expected):
             return 0
         busy = _busy_vm_ids(set(known) | set(expected))
+        if deferred is not None:
+            deferred.extend(busy)
         for vm_id, report in by_id.items():
             vm = known.get(vm_id)
             if vm is None:

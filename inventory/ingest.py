@@ -199,9 +199,10 @@ def _report(host: Host, vms: list[dict], reconcile) -> None:
         last = _reports.get(key)
     if last is not None and last[1] == digest and now - last[0] < REPORT_RECHECK_SECONDS:
         return
-    changed = reconcile(host, vms)
+    deferred: list = []
+    changed = reconcile(host, vms, deferred)
     with _state_lock:
-        if changed:
+        if changed or deferred:  # what was settled, or left to a running Job, shows in the next one
             _reports.pop(key, None)  # compare the next one too: what was settled shows there
             _guests.pop(key, None)  # a VM that went down lost its guest facts
         else:

@@ -1012,3 +1012,27 @@ def build_image(images_dir: Path = IMAGES_DIR, timeout: float = 600) -> None:
         raise LabError(f"{BUILD_IMAGE_SCRIPT.name} took more than {timeout:.0f} s")
     if proc.returncode != 0:
         raise LabError(f"{BUILD_IMAGE_SCRIPT.name} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+
+
+# The tiny guest's agent, through libvirt (lab tests and benches) ------------------------------------
+
+
+def guest_command(dom, command: str, **arguments) -> dict:
+    """One qemu-guest-agent command to a lab guest's domain; its `return` value."""
+    import libvirt_qemu
+
+    message = {"execute": command, **({"arguments": arguments} if arguments else {})}
+    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(message), 5, 0))["return"]
+
+
+def guest_uptime(dom) -> float:
+    """The guest's own /proc/uptime, read through its agent: it only grows while the guest
+    keeps running (a migration that rebooted it would start it again from zero)."""
+    import base64
+
+    handle = guest_command(dom, "guest-file-open", path="/proc/uptime")
+    try:
+        data = guest_command(dom, "guest-file-read", handle=handle)
+    finally:
+        guest_command(dom, "guest-file-close", handle=handle)
+    return float(base64.b64decode(data["buf-b64"]).split()[0])

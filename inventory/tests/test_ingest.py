@@ -11,8 +11,8 @@ from django.db import DatabaseError
 from compute.choices import VmStatus
 from compute.models import VirtualMachine
 from inventory import ingest
-from inventory.choices import HostStatus
-from inventory.models import Event, Host
+from inventory.choices import HostStatus, JobStatus
+from inventory.models import Event, Host, Job
 from tests.factories import make_host, make_vm
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -187,6 +187,22 @@ def test_what_the_engine_changed_is_settled_by_the_next_report_after_the_recheck
     assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.PAUSED
     monkeypatch.setattr(ingest, "REPORT_RECHECK_SECONDS", 0.0)
     ingest.handle(host_id, batch(vm_report(running)))
+    assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.UP
+
+
+def test_a_report_left_to_a_running_job_is_compared_again_next_time():
+    """A VM a Job acts on is not settled from the report; the next report, even unchanged,
+    is compared again, so the VM is settled as soon as the Job ends (or is reaped)."""
+    from inventory.audit import create_job
+
+    vm = make_vm(status=VmStatus.WAIT_FOR_LAUNCH)
+    host_id = str(vm.run_on_host_id)
+    job = create_job("RunVm", "Launching", obj=vm, steps=["Start"])
+    running = {"id": str(vm.pk), "name": vm.name, "status": "up", "olvm": True}
+    ingest.handle(host_id, batch(vm_report(running)))
+    assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.WAIT_FOR_LAUNCH  # the Job owns it
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    ingest.handle(host_id, batch(vm_report(running)))  # the same report moments later
     assert VirtualMachine.objects.get(pk=vm.pk).status == VmStatus.UP
 
 

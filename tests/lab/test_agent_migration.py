@@ -3,8 +3,6 @@ libvirt driver, in-process here, on h1's libvirtd over qemu+tcp) migrates the ti
 h2 peer-to-peer while the guest keeps running; a cancelled migration leaves it on h1.
 Needs root (the lab); runs in CI."""
 
-import base64
-import json
 import subprocess
 import time
 import uuid
@@ -64,26 +62,14 @@ def start_tiny_guest(conn, shared_dir, name: str):
     return dom
 
 
-def agent_command(dom, command: str, **arguments) -> dict:
-    message = {"execute": command, **({"arguments": arguments} if arguments else {})}
-    return json.loads(libvirt_qemu.qemuAgentCommand(dom, json.dumps(message), 5, 0))["return"]
-
-
 def guest_ping(dom) -> bool:
     try:
-        return agent_command(dom, "guest-ping") == {}
+        return core.guest_command(dom, "guest-ping") == {}
     except libvirt.libvirtError:
         return False
 
 
-def guest_uptime(dom) -> float:
-    """The guest's own /proc/uptime, read through its guest agent."""
-    handle = agent_command(dom, "guest-file-open", path="/proc/uptime")
-    try:
-        data = agent_command(dom, "guest-file-read", handle=handle)
-    finally:
-        agent_command(dom, "guest-file-close", handle=handle)
-    return float(base64.b64decode(data["buf-b64"]).split()[0])
+guest_uptime = core.guest_uptime
 
 
 def wait_migration(agent, vm_id: str, timeout: float = MIGRATION_TIMEOUT) -> list[dict]:
