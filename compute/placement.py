@@ -30,6 +30,14 @@ from .statemachine import RUNNING
 
 MANUAL = "manual"  # a person asked: user_migratable VMs may move
 AUTOMATIC = "automatic"  # maintenance, the balancer, the affinity enforcer: only migratable VMs
+RULE_FIELDS = ("vm_rule", "vm_enforcing", "host_rule", "host_enforcing")
+
+
+def _movable(mode: str) -> set[str]:
+    """The placement policies that let a VM be migrated in this mode."""
+    if mode == MANUAL:
+        return {PlacementPolicy.MIGRATABLE, PlacementPolicy.USER_MIGRATABLE}
+    return {PlacementPolicy.MIGRATABLE}
 
 
 def properties_of(cluster: Cluster) -> dict[str, int]:
@@ -117,7 +125,7 @@ def cluster_facts(cluster: Cluster, *, mode: str = AUTOMATIC, with_cpu: bool = F
     window = props.get("CpuOverCommitDurationMinutes", 2)
     cpu_hosts = _cpu_history([h.pk for h in hosts], window, now) if with_cpu else {}
     cpu_vms = _vm_cpu(vm_ids, window, now) if with_cpu else {}
-    movable = {PlacementPolicy.MIGRATABLE} | ({PlacementPolicy.USER_MIGRATABLE} if mode == MANUAL else set())
+    movable = _movable(mode)
     incoming: dict[str, int] = defaultdict(int)
     vms = []
     for pk, name, host_id, target_id, memory, vcpus, status, ha, policy, migrated_at in running:
@@ -201,11 +209,7 @@ def affinity_facts(cluster: Cluster) -> list[GroupFacts]:
     ]
 
 
-RULE_FIELDS = ("vm_rule", "vm_enforcing", "host_rule", "host_enforcing")
-
-
 def vm_request(vm: VirtualMachine, *, mode: str = MANUAL, source_host_id=None) -> VmRequest:
-    movable = {PlacementPolicy.MIGRATABLE} | ({PlacementPolicy.USER_MIGRATABLE} if mode == MANUAL else set())
     return VmRequest(
         vcpus=vm.vcpus,
         guaranteed_memory_mib=vm.guaranteed_memory_mib,
@@ -213,7 +217,7 @@ def vm_request(vm: VirtualMachine, *, mode: str = MANUAL, source_host_id=None) -
         id=str(vm.pk),
         name=vm.name,
         highly_available=vm.ha_enabled,
-        migratable=vm.placement_policy in movable,
+        migratable=vm.placement_policy in _movable(mode),
         networks=frozenset(
             VmNic.objects.filter(vm_id=vm.pk, plugged=True, profile__isnull=False).values_list(
                 "profile__network__name", flat=True

@@ -68,14 +68,13 @@ class _Seen(NamedTuple):
     pk: uuid.UUID
     status: str
     run_on_host_id: uuid.UUID | None
-    migrating_to_host_id: uuid.UUID | None
 
 
 def _peek(host: Host, ids: list[str]) -> tuple[dict, dict]:
     """`_load` without locks or model instances, over the few columns compared: one query
     for the VMs the engine has on the host, a second only for reported VMs it has elsewhere
     (a defined but stopped domain, a VM the engine does not know)."""
-    columns = ("pk", "status", "run_on_host_id", "migrating_to_host_id")
+    columns = ("pk", "status", "run_on_host_id")
     seen = {
         str(row[0]): _Seen(*row)
         for row in VirtualMachine.objects.filter(run_on_host_id=host.pk).order_by().values_list(*columns)

@@ -694,10 +694,6 @@ def place_vm(
     return schedule(Snapshot(cluster), vm)
 
 
-def available_memory_mib(host: HostFacts, overcommit_percent: int) -> int:
-    return host.memory_mib * overcommit_percent // 100 - host.committed_memory_mib
-
-
 # Balancing --------------------------------------------------------------------------------
 
 

@@ -330,9 +330,10 @@ def migration_address(host: Host) -> tuple[str, str | None]:
 
 
 def destination_uri(host: Host) -> tuple[str, str | None]:
-    address, stream = migration_address(host)
+    """(libvirt's peer-to-peer URI of the destination, its tcp:// memory stream or None)."""
     if host.simulated:
         return f"sim://{host.address}:{host.agent_port}", None
+    address, stream = migration_address(host)
     return settings.OLVM_MIGRATION_URI.format(address=address), stream
 
 

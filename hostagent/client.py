@@ -260,19 +260,7 @@ class SimulatedAgentClient(AgentClient):
     def setup_networks(self, networks: list[dict]) -> dict:
         return {"networks": [{"name": n["name"], "created": False} for n in networks], "simulated": True}
 
-    def migrate_vm(
-        self,
-        vm_id: str,
-        dest_uri: str,
-        *,
-        migrate_uri: str | None = None,
-        policy: str = "minimal_downtime",
-        bandwidth_mibps: int = 0,
-        compression: bool = False,
-        unsafe: bool = False,
-        max_downtime_ms: int | None = None,
-        timeout: int = 600,
-    ) -> dict:
+    def migrate_vm(self, vm_id: str, dest_uri: str, *, policy: str = "minimal_downtime", **_options) -> dict:
         key = (self.host.id, vm_id)
         with self._migrations_lock:
             current = self.migrations.get(key)

@@ -235,15 +235,20 @@ def maintenance_host_task(job_id: str, host_id: str) -> None:
             action_type="MigrateVm", started_at__gte=job.started_at, description__contains=f" from {host.name} to "
         )
         vms = list(host.running_vms.filter(status__in=RUNNING).order_by("name"))
-        moved = migrations.filter(status=JobStatus.FINISHED).count()
         if vms:
+            # Every migration of this round's VMs since the maintenance began, in one query.
+            tried: dict = {}
+            for vm_id, error in (
+                migrations.filter(vm_id__in=[vm.pk for vm in vms]).order_by("-started_at").values_list("vm_id", "error")
+            ):
+                tried.setdefault(vm_id, []).append(error)
             refused: dict[str, str] = {}
             for vm in vms:
                 if vm.migrating_to_host_id is not None:
                     continue
-                tried = list(migrations.filter(vm_id=vm.pk).order_by("-started_at").values_list("error", flat=True))
-                if len(tried) >= MAINTENANCE_MIGRATION_TRIES:
-                    refused[vm.name] = f"its migration failed {len(tried)} times (last: {tried[0] or 'no reason'})"
+                errors = tried.get(vm.pk, [])
+                if len(errors) >= MAINTENANCE_MIGRATION_TRIES:
+                    refused[vm.name] = f"its migration failed {len(errors)} times (last: {errors[0] or 'no reason'})"
                     continue
                 try:
                     with transaction.atomic():
@@ -252,14 +257,17 @@ def maintenance_host_task(job_id: str, host_id: str) -> None:
                         )
                 except ConflictError as exc:
                     refused[vm.name] = exc.message
-            still = host.running_vms.filter(status__in=RUNNING)
-            left, moving = still.count(), still.filter(migrating_to_host__isnull=False).count()
+            still = list(
+                host.running_vms.filter(status__in=RUNNING).order_by("name").values_list("name", "migrating_to_host_id")
+            )
+            left, moving = len(still), sum(1 for _, target in still if target is not None)
+            moved = migrations.filter(status=JobStatus.FINISHED).count()
             progress.step(1, progress=moved * 90 // max(moved + left, 1))
             if left and not moving and refused:
                 _maintenance_failed(host_id, job_id, "; ".join(f"VM {n}: {r}" for n, r in sorted(refused.items())))
             waited = (timezone.now() - job.started_at).total_seconds()
             if left and waited > settings.OLVM_MAINTENANCE_TIMEOUT:
-                names = ", ".join(vm.name for vm in still.order_by("name"))
+                names = ", ".join(name for name, _ in still)
                 _maintenance_failed(
                     host_id, job_id, f"VM(s) {names} still run on it after {settings.OLVM_MAINTENANCE_TIMEOUT:g} s"
                 )

@@ -76,6 +76,22 @@ def ingest_listener(lab_state_dir):  # noqa: F811 - the fixture imported above
         django_settings.OLVM_INGEST_LISTEN = saved
 
 
+def guest_ping(dom) -> bool:
+    """Does the lab guest's qemu-guest-agent answer?"""
+    try:
+        return core.guest_command(dom, "guest-ping") == {}
+    except libvirt.libvirtError:
+        return False
+
+
+def active_on(conn, vm_id: str) -> bool:
+    """Is the domain running on the host of this connection?"""
+    try:
+        return bool(conn.lookupByUUIDString(vm_id).isActive())
+    except libvirt.libvirtError:
+        return False
+
+
 def clear_domains(hosts) -> None:
     """Destroy and undefine every domain on the lab hosts (between tests); first free the
     libvirt objects the last test left in reference cycles, while the hosts answer."""

@@ -12,7 +12,7 @@ import pytest
 from hostagent.agent.testing import agent_config, make_pki, remote_client, running_agent
 from hostagent.lab import core
 
-from .conftest import clear_domains, libvirt, wait_for
+from .conftest import active_on, clear_domains, guest_ping, libvirt, wait_for
 
 libvirt_qemu = pytest.importorskip("libvirt_qemu")
 
@@ -62,16 +62,6 @@ def start_tiny_guest(conn, shared_dir, name: str):
     return dom
 
 
-def guest_ping(dom) -> bool:
-    try:
-        return core.guest_command(dom, "guest-ping") == {}
-    except libvirt.libvirtError:
-        return False
-
-
-guest_uptime = core.guest_uptime
-
-
 def wait_migration(agent, vm_id: str, timeout: float = MIGRATION_TIMEOUT) -> list[dict]:
     seen = []
     deadline = time.monotonic() + timeout
@@ -83,18 +73,11 @@ def wait_migration(agent, vm_id: str, timeout: float = MIGRATION_TIMEOUT) -> lis
     pytest.fail(f"the migration did not end within {timeout} s: {seen[-1]}", pytrace=False)
 
 
-def active_on(conn, vm_id: str) -> bool:
-    try:
-        return bool(conn.lookupByUUIDString(vm_id).isActive())
-    except libvirt.libvirtError:
-        return False
-
-
 def test_migrate_vm_moves_the_running_guest_to_h2_without_a_reboot(lab):
     (h1, h2), agent, (c1, c2) = lab["hosts"], lab["agent"], lab["conns"]
     dom = start_tiny_guest(c1, h1.shared_dir, "migrate-live")
     vm_id = dom.UUIDString()
-    before = guest_uptime(dom)
+    before = core.guest_uptime(dom)
 
     started = agent.migrate_vm(vm_id, h2.libvirt_uri, unsafe=True)
     seen = wait_migration(agent, vm_id)
@@ -111,7 +94,7 @@ def test_migrate_vm_moves_the_running_guest_to_h2_without_a_reboot(lab):
     moved = c2.lookupByUUIDString(vm_id)
     assert moved.isPersistent()  # PERSIST_DEST
     assert guest_ping(moved)
-    after = guest_uptime(moved)
+    after = core.guest_uptime(moved)
     assert after > before  # the same boot: the guest went on running
     print(
         f"\nmigration h1->h2: {done['elapsed_ms']} ms wall (agent), job {done['job_time_ms']} ms, "
@@ -123,7 +106,7 @@ def test_migration_cancel_stops_a_slow_migration_and_the_guest_stays_on_h1(lab):
     (h1, h2), agent, (c1, c2) = lab["hosts"], lab["agent"], lab["conns"]
     dom = start_tiny_guest(c1, h1.shared_dir, "migrate-cancel")
     vm_id = dom.UUIDString()
-    before = guest_uptime(dom)
+    before = core.guest_uptime(dom)
 
     agent.migrate_vm(vm_id, h2.libvirt_uri, unsafe=True, bandwidth_mibps=1)  # 128 MiB at 1 MiB/s
     copying = wait_for(
@@ -139,7 +122,7 @@ def test_migration_cancel_stops_a_slow_migration_and_the_guest_stays_on_h1(lab):
     assert done["state"] == "cancelled" and "error" not in done, done
     assert active_on(c1, vm_id) and not active_on(c2, vm_id)
     assert c1.lookupByUUIDString(vm_id).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    assert guest_ping(dom) and guest_uptime(dom) > before
+    assert guest_ping(dom) and core.guest_uptime(dom) > before
     with pytest.raises(Exception, match="No migration of VM .* is running on this host"):
         agent.migration_cancel(vm_id)
     assert agent.migration_status(vm_id)["state"] == "cancelled"  # kept for the engine to read

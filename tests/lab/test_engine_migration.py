@@ -10,14 +10,14 @@ from django.db import connection
 from compute import services as vm_services
 from compute.choices import PlacementPolicy, VmStatus
 from compute.models import Template, VirtualMachine
+from hostagent.lab import core
 from inventory import services as host_services
 from inventory.choices import HostStatus, JobStatus
 from inventory.exceptions import ConflictError
 from inventory.models import Cluster, Event, Host, Job
 from olvm_site.celery import tasks_inline
 
-from .conftest import libvirt, wait_for
-from .test_agent_migration import active_on, guest_ping, guest_uptime
+from .conftest import active_on, guest_ping, libvirt, wait_for
 from .test_engine_lab import BOOT_TIMEOUT, finished, wait_status
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
@@ -83,7 +83,7 @@ def test_a_vm_migrates_through_the_engine_and_its_guest_keeps_running(engine, co
     VirtualMachine.objects.filter(pk=vm.pk).update(placement_policy=PlacementPolicy.MIGRATABLE)
 
     # The real thing: the guest's uptime keeps growing across the move (no reboot).
-    before = guest_uptime(dom)
+    before = core.guest_uptime(dom)
     with tasks_inline():
         job = vm_services.migrate_vm(VirtualMachine.objects.get(pk=vm.pk), user=user)
     finished(job)
@@ -94,7 +94,7 @@ def test_a_vm_migrates_through_the_engine_and_its_guest_keeps_running(engine, co
         conns[source.name].lookupByUUIDString(str(vm.pk))  # not even defined there any more
     after_dom = conns[target.name].lookupByUUIDString(str(vm.pk))
     assert guest_ping(after_dom)
-    assert guest_uptime(after_dom) > before
+    assert core.guest_uptime(after_dom) > before
     done = Event.objects.get(code="VM_MIGRATION_DONE")
     assert done.message.startswith(f"Migration of VM mig-1 from host {source.name} to host {target.name} completed")
     assert "downtime" in done.message
