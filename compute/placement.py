@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import replace
 
 from django.db.models import Avg
 from django.utils import timezone
@@ -252,8 +251,18 @@ def choose_migration_target(vm: VirtualMachine, target: Host | None = None, *, m
                 f"Cannot migrate VM {vm.name} to host {target.name}: it is not in cluster {cluster.name}.",
                 code="no_host",
             )
-        facts = replace(facts, hosts=[h for h in facts.hosts if h.id == str(target.pk)])
-    placement = schedule(Snapshot(facts), vm_request(vm, mode=mode, source_host_id=vm.run_on_host_id))
+    request = vm_request(vm, mode=mode, source_host_id=vm.run_on_host_id)
+    if target is None:
+        placement = schedule(Snapshot(facts), request)
+    else:
+        # The whole cluster stays in the snapshot (affinity, HA reservation and the like look at
+        # every host); the chosen destination is one more filter, run last, and the refusal
+        # speaks of that host only.
+        chosen = str(target.pk)
+        placement = schedule(
+            Snapshot(facts), request, extra=("destination", lambda h: None if h.id == chosen else "not chosen")
+        )
+        placement.rejections = [r for r in placement.rejections if r.host_id == chosen]
     if placement.host_id is None:
         where = f"to host {target.name}" if target is not None else f"within cluster {cluster.name}"
         raise _refused(placement, f"Cannot migrate VM {vm.name} {where}:")

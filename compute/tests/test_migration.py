@@ -457,3 +457,17 @@ def test_the_reaper_lets_go_of_what_a_dead_maintenance_or_migration_held(admin_u
     vm = reload(vm)
     assert (vm.status, vm.run_on_host_id, vm.migrating_to_host_id) == (VmStatus.UP, src.pk, None)
     assert Event.objects.filter(code="VDS_MAINTENANCE_FAILED").exists()
+
+
+def test_a_chosen_target_is_checked_against_the_whole_clusters_affinity(admin_user):
+    from compute.models import AffinityGroup
+
+    cluster = make_cluster()
+    a, b, c = (make_host(cluster=cluster, name=n) for n in ("a", "b", "c"))
+    web1, web2 = up_vm(cluster, a, name="web-1"), up_vm(cluster, b, name="web-2")
+    group = AffinityGroup.objects.create(cluster=cluster, name="web", vm_rule="positive", vm_enforcing=True)
+    group.vms.set([web1, web2])
+    with pytest.raises(ConflictError, match="c: filtered by VM affinity: positive group web runs on a"):
+        services.migrate_vm(web2, user=admin_user, target_host=c)
+    services.migrate_vm(web2, user=admin_user, target_host=a)
+    assert reload(web2).migrating_to_host_id == a.pk
