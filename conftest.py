@@ -27,7 +27,8 @@ def pytest_configure(config):
     if worker and os.environ.get("DJANGO_SETTINGS_MODULE"):
         from django.conf import settings
 
-        settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})["prefix"] = f"asgi-test-{worker}"
+        config = settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})
+        config["prefix"] = f"{settings.OLVM_CHANNEL_PREFIX}test-{worker}:"
         django_settings.CACHES["default"]["KEY_PREFIX"] = f"olvm-test-{worker}"
     # The engine CA and certificates of a test run live in a directory of its own, never
     # in var/pki of a `make run` on the same checkout.

@@ -4,19 +4,17 @@ Always after commit: a subscriber never sees a change that was rolled back. A Re
 outage loses the live update (the page still shows the truth on reload), never the write.
 
 Sending is handed to one publisher thread per process, which keeps its own event loop
-(and so its pooled Redis connections) and sends in order within each group, several groups
-at once. The caller only queues: a
+(and so its pooled Redis connections) and sends in order. The caller only queues: a
 request, a task or the ingest listener never waits for Redis round trips, and no call
 builds a fresh event loop and Redis connection as `async_to_sync(group_send)` would from
 plain sync code (that cost ~10 ms per message). `flush()` waits until everything queued
 has been sent (tests, and management commands before they exit).
 
-With the Redis channel layer a whole batch goes out in three round trips, however many
-groups it touches (`_group_send_many`): one pipeline reads the members of every group, one
-script stores every message in every member's channel, in order. `group_send` would make
-four round trips per message (and send its script's text each time), which was most of the
-publisher's time with a thousand hosts' stats. The hot cache of stats samples
-(`cache_now`) is written from here too, one script call per batch.
+With the engine's publish/subscribe layer (olvm_site/channel_layer.py) a whole batch goes
+out in one round trip: a pipeline of one PUBLISH per message, in order; Redis pushes each
+to the processes with a member in the group. `group_send` would make a round trip per
+message, which was most of the publisher's time with a thousand hosts' stats. The hot
+cache of stats samples (`cache_now`) is written from here too, one script call per batch.
 """
 
 from __future__ import annotations
@@ -27,39 +25,19 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections import defaultdict
 
 from channels.layers import get_channel_layer
-from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.db import transaction
+
+from olvm_site.channel_layer import PubSubChannelLayer
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 CONCURRENT_GROUPS = 32  # groups sent to at once (each may take a Redis connection of the pool)
 
-
-# Store each message in its channel (a sorted set scored by time, as channels_redis keeps
-# them): KEYS the channel keys (one may repeat); ARGV the messages, the capacities and the
-# scores of each, then the expiry. The expiry and capacity rules are channels_redis's own.
-_SEND_MANY = """
-local n = #KEYS
-local expiry = tonumber(ARGV[3 * n + 1])
-local oldest = tonumber(ARGV[3 * n + 2])
-local over = 0
-for i = 1, n do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, oldest)
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[n + i]) then
-        redis.call('ZADD', KEYS[i], ARGV[2 * n + i], ARGV[i])
-        redis.call('EXPIRE', KEYS[i], expiry)
-    else
-        over = over + 1
-    end
-end
-return over
-"""
 
 # SET every KEYS[i] to ARGV[i] with the TTL of the last ARGV (the hot cache's samples).
 _SET_ALL = """
@@ -77,7 +55,6 @@ class _Publisher:
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.pending = 0
         self.cond = threading.Condition()
-        self.last_score = 0.0  # channel scores only grow: a later message is never received first
         self.scripts: dict = {}  # (script, redis client) -> its registered script
         self.cache = None  # the hot cache's client, made in the publisher's loop
         self.thread = threading.Thread(target=self._run, name="olvm-publisher", daemon=True)
@@ -124,9 +101,9 @@ class _Publisher:
         if not messages:
             return
         layer = get_channel_layer()
-        if isinstance(layer, RedisChannelLayer):
+        if isinstance(layer, PubSubChannelLayer):
             try:
-                await self._group_send_many(layer, messages)
+                await self._publish_many(layer, messages)
             except Exception as exc:  # the channel layer is best effort; the database holds the truth
                 logger.warning("could not publish %d message(s): %s", len(messages), exc)
             return
@@ -156,47 +133,22 @@ class _Publisher:
             script = self.scripts[key] = client.register_script(source)
         return script
 
-    def _score(self) -> float:
-        self.last_score = max(time.time(), self.last_score + 1e-6)
-        return self.last_score
-
-    async def _group_send_many(self, layer: RedisChannelLayer, batch: list[tuple[str, dict]]) -> None:
-        """channels_redis's group_send for a whole batch: the members of every group in one
-        pipeline, then every message into every member's channel with one script call per
-        Redis server. Messages keep their order (growing scores), within a group and across."""
-        now = time.time()
-        by_server: dict[int, list[tuple[str, dict]]] = defaultdict(list)
+    @staticmethod
+    async def _publish_many(layer: PubSubChannelLayer, batch: list[tuple[str, dict]]) -> None:
+        """The layer's group_send for a whole batch: one pipeline of PUBLISH per Redis
+        server, in the batch's order (so in order within every group)."""
+        loop_layer = layer._get_layer()
+        by_shard: dict[int, tuple[object, list[tuple[str, bytes]]]] = {}
         for group, message in batch:
-            by_server[layer.consistent_hash(group)].append((group, message))
-        sends: dict[int, tuple[list, list, list, list]] = defaultdict(lambda: ([], [], [], []))
-        for index, pairs in by_server.items():
-            groups = list(dict.fromkeys(group for group, _ in pairs))
-            pipe = layer.connection(index).pipeline(transaction=False)
-            for group in groups:
-                key = layer._group_key(group)
-                pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
-                pipe.zrange(key, 0, -1)
-            replies = await pipe.execute()
-            members = {group: [m.decode() for m in replies[2 * i + 1]] for i, group in enumerate(groups)}
-            for group, message in pairs:
-                if not members[group]:
-                    continue  # nobody listens
-                to_server, message_of, capacity_of = layer._map_channel_keys_to_connection(members[group], message)
-                for server, channel_keys in to_server.items():
-                    keys, messages, capacities, scores = sends[server]
-                    for channel_key in channel_keys:
-                        keys.append(channel_key)
-                        messages.append(message_of[channel_key])
-                        capacities.append(capacity_of[channel_key])
-                        scores.append(repr(self._score()))
-        for server, (keys, messages, capacities, scores) in sends.items():
-            connection = layer.connection(server)
-            expiry = int(layer.expiry)
-            over = await self._script(_SEND_MANY, connection)(
-                keys=keys, args=[*messages, *capacities, *scores, expiry, int(time.time()) - expiry], client=connection
-            )
-            if over:
-                logger.info("%d message(s) not delivered: their channels are over capacity", over)
+            name = loop_layer._get_group_channel_name(group)
+            shard = loop_layer._get_shard(name)
+            by_shard.setdefault(id(shard), (shard, []))[1].append((name, layer.serialize(message)))
+        for shard, messages in by_shard.values():
+            shard._ensure_redis()
+            pipe = shard._redis.pipeline(transaction=False)
+            for name, data in messages:
+                pipe.publish(name, data)
+            await pipe.execute()
 
     @staticmethod
     async def _group_send_each(layer, batch: list[tuple[str, dict]]) -> None:

@@ -10,6 +10,7 @@ default that works for `make run` on one machine:
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -218,10 +219,14 @@ CACHES = {
     }
 }
 
+# Live updates to the pages: Redis publish/subscribe (olvm_site/channel_layer.py). Channels of
+# publish/subscribe span every database of a Redis server, so the prefix names the database:
+# engines (and test runs) on other databases of the same server never hear each other.
+OLVM_CHANNEL_PREFIX = f"olvm{urlsplit(REDIS_URL).path.strip('/') or '0'}:"
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 10},
+        "BACKEND": "olvm_site.channel_layer.PubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": OLVM_CHANNEL_PREFIX, "capacity": 1500},
     }
 }
 

@@ -4,8 +4,6 @@ import time
 import uuid
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from compute.choices import VmStatus
@@ -14,6 +12,7 @@ from inventory import ingest
 from inventory.choices import HostStatus, JobStatus
 from inventory.models import Event, Host, Job
 from tests.factories import make_host, make_vm
+from tests.listen import GroupListener
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,13 +79,11 @@ def test_a_malformed_message_rejects_the_whole_batch_and_applies_nothing():
 
 def test_a_lifecycle_event_is_applied_and_published_to_the_vm_group():
     vm = make_vm(status=VmStatus.UP)
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(f"vm.{vm.pk}", channel)
     event = {"kind": "vm_event", "at": time.time(), "vm_id": str(vm.pk), "name": vm.name, "status": "down",
              "event": "stopped", "detail": "shutdown"}  # fmt: skip
-    assert ingest.handle(str(vm.run_on_host_id), batch(event))[0] == 200
-    message = async_to_sync(layer.receive)(channel)
+    with GroupListener(f"vm.{vm.pk}") as listener:
+        assert ingest.handle(str(vm.run_on_host_id), batch(event))[0] == 200
+        message = listener.receive()
     assert message["type"] == "vm.status" and message["payload"]["status"] == "down"
     vm.refresh_from_db()
     assert vm.status == VmStatus.DOWN
@@ -109,9 +106,6 @@ def test_stats_go_to_the_hot_cache():
 def test_stats_reach_the_hosts_group_as_one_message_with_every_vm():
     host = make_host()
     vms = [make_vm(status=VmStatus.UP, run_on_host=host, cluster=host.cluster) for _ in range(3)]
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(f"host.{host.pk}", channel)
     at = time.time()
     stats = {
         "kind": "stats",
@@ -121,9 +115,10 @@ def test_stats_reach_the_hosts_group_as_one_message_with_every_vm():
     }
     body = batch(stats)
 
-    assert ingest.handle(str(host.pk), body)[0] == 200
+    with GroupListener(f"host.{host.pk}") as listener:
+        assert ingest.handle(str(host.pk), body)[0] == 200
+        message = listener.receive()
 
-    message = async_to_sync(layer.receive)(channel)
     assert message["type"] == "host.stats"
     payload = message["payload"]
     assert (payload["id"], payload["at"], payload["sent_at"]) == (str(host.pk), at, body["sent_at"])

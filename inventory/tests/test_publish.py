@@ -1,51 +1,73 @@
-"""The publisher thread (inventory/publish.py): a batch to the Redis channel layer goes out in
-a few round trips, and every subscriber still gets exactly its groups' messages, in order."""
+"""The publisher thread (inventory/publish.py): a batch goes out to the publish/subscribe
+channel layer in one round trip, and every subscriber still gets exactly its groups'
+messages, in order; a consumer that cannot keep up keeps the newest."""
+
+import asyncio
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from inventory import publish
 from inventory.ingest import STATS_KEY, latest_stats
+from olvm_site.channel_layer import PubSubChannelLayer
+from tests.listen import GroupListener
 
 pytestmark = pytest.mark.django_db
 
 
-def receive_all(layer, channel, count: int) -> list[dict]:
-    return [async_to_sync(layer.receive)(channel) for _ in range(count)]
-
-
 def test_a_batch_reaches_every_member_of_every_group_in_order():
-    layer = get_channel_layer()
-    both, only_a = async_to_sync(layer.new_channel)(), async_to_sync(layer.new_channel)()
-    for group, channel in (("pub.a", both), ("pub.b", both), ("pub.a", only_a)):
-        async_to_sync(layer.group_add)(group, channel)
+    with GroupListener("pub.a", "pub.b") as both, GroupListener("pub.a") as only_a:
+        # Queued back to back: the publisher takes them as one batch (or a few).
+        for i in range(40):
+            publish.send_now("pub.a" if i % 2 == 0 else "pub.b", "test.message", {"i": i})
+        publish.send_now("pub.nobody", "test.message", {"i": -1})  # a group without members
+        assert publish.flush()
 
-    # Queued back to back: the publisher takes them as one batch (or a few).
-    for i in range(40):
-        publish.send_now("pub.a" if i % 2 == 0 else "pub.b", "test.message", {"i": i})
-    publish.send_now("pub.nobody", "test.message", {"i": -1})  # a group without members
-    assert publish.flush()
-
-    assert [m["payload"]["i"] for m in receive_all(layer, both, 40)] == list(range(40))
-    assert [m["payload"]["i"] for m in receive_all(layer, only_a, 20)] == list(range(0, 40, 2))
-    assert all(m["type"] == "test.message" for m in receive_all(layer, both, 0))
+        got_both = both.receive_all(40)
+        assert [m["payload"]["i"] for m in got_both] == list(range(40))
+        assert all(m["type"] == "test.message" for m in got_both)
+        assert [m["payload"]["i"] for m in only_a.receive_all(20)] == list(range(0, 40, 2))
+        assert both.pending() == [] and only_a.pending() == []
 
 
-def test_a_channel_over_capacity_gets_what_fits_and_the_publisher_goes_on(monkeypatch):
-    layer = get_channel_layer()
-    monkeypatch.setattr(layer, "capacity", 5)
-    full = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)("pub.full", full)
+def test_two_members_in_one_process_both_get_the_groups_messages():
+    async def scenario():
+        from channels.layers import get_channel_layer
 
-    for i in range(8):
-        publish.send_now("pub.full", "test.message", {"i": i})
-    assert publish.flush()
+        layer = get_channel_layer()
+        first, second = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add("pub.shared", first)
+        await layer.group_add("pub.shared", second)
+        await layer.group_send("pub.shared", {"type": "test.message", "n": 1})
+        got = [await asyncio.wait_for(layer.receive(channel), 5) for channel in (first, second)]
+        await layer.group_discard("pub.shared", first)
+        await layer.group_send("pub.shared", {"type": "test.message", "n": 2})
+        later = await asyncio.wait_for(layer.receive(second), 5)
+        return got, later, layer._get_layer().channels[first].qsize()
 
-    assert [m["payload"]["i"] for m in receive_all(layer, full, 5)] == [0, 1, 2, 3, 4]
-    publish.send_now("pub.full", "test.message", {"i": "later"})  # room again: delivered
-    assert publish.flush()
-    assert async_to_sync(layer.receive)(full)["payload"]["i"] == "later"
+    got, later, left_for_first = asyncio.run(scenario())
+    assert [m["n"] for m in got] == [1, 1]
+    assert later["n"] == 2 and left_for_first == 0
+
+
+def test_a_consumer_over_capacity_keeps_the_newest(settings):
+    small = PubSubChannelLayer(**{**settings.CHANNEL_LAYERS["default"]["CONFIG"], "capacity": 5})
+
+    async def scenario():
+        channel = await small.new_channel()
+        await small.group_add("pub.slow", channel)
+        for i in range(8):  # nobody reads meanwhile: a consumer stuck on a slow browser
+            await small.group_send("pub.slow", {"type": "test.message", "i": i})
+        queue = small._get_layer().channels[channel]
+        deadline = asyncio.get_running_loop().time() + 5
+        while queue.dropped < 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        kept = [(await small.receive(channel))["i"] for _ in range(queue.qsize())]
+        await small.group_send("pub.slow", {"type": "test.message", "i": "later"})  # room again
+        return kept, (await asyncio.wait_for(small.receive(channel), 5))["i"]
+
+    kept, later = asyncio.run(scenario())
+    assert kept == [3, 4, 5, 6, 7]
+    assert later == "later"
 
 
 def test_the_hot_cache_is_written_from_the_publisher():

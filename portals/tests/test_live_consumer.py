@@ -23,11 +23,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(autouse=True)
 def _a_channel_layer_of_its_own():
-    """channels_redis keeps locks on the layer (the receive lock, the per-channel cleanup
-    locks) bound to the event loop that first used them; every test here runs in a loop of
-    its own, and a consumer of an earlier test whose loop closed while it was receiving
-    leaves them held. Each test gets a fresh layer (the consumers and the publisher look
-    the layer up each time)."""
+    """Every test here runs in an event loop of its own: each gets a fresh layer (the
+    consumers and the publisher look the layer up each time), so no subscription or queued
+    message of an earlier test's consumer can reach it."""
     from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
     channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)

@@ -28,7 +28,8 @@ def default_channel_prefix(settings):
 
     publish.flush()
     config = settings.CHANNEL_LAYERS["default"].setdefault("CONFIG", {})
-    saved = config.pop("prefix", None)
+    saved = config.get("prefix")
+    config["prefix"] = settings.OLVM_CHANNEL_PREFIX
     channel_layers.backends.clear()
     yield
     publish.flush()

@@ -2,7 +2,6 @@
 libvirt + QEMU (software emulation), the agent's push to the ingest listener, external VMs
 and re-sync after an agent restart. Needs root (the lab); runs in CI."""
 
-import asyncio
 import json
 import os
 import subprocess
@@ -10,8 +9,6 @@ import time
 import uuid
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from compute import services as vm_services
 from compute.choices import VmStatus
@@ -28,6 +25,7 @@ from networking.models import VnicProfile
 from olvm_site.celery import tasks_inline
 from storage import services as storage_services
 from storage.models import Disk, StorageDomain
+from tests.listen import GroupListener
 
 from .conftest import libvirt, wait_for
 
@@ -267,16 +265,14 @@ def test_a_vm_started_behind_the_engines_back_shows_up_as_external(engine):
 
         # Killed behind the engine's back too: libvirt's lifecycle event is pushed at once,
         # recorded and published to the VM's group.
-        layer = get_channel_layer()
-        channel = async_to_sync(layer.new_channel)()
-        async_to_sync(layer.group_add)(f"vm.{vm_id}", channel)
-        started = time.monotonic()
-        dom.destroy()
-        destroyed = time.monotonic() - started
-        message = {}
-        while message.get("payload", {}).get("status") != "down":  # powering_down may come first
-            message = async_to_sync(asyncio.wait_for)(layer.receive(channel), 10)
-        delay = time.monotonic() - started
+        with GroupListener(f"vm.{vm_id}") as listener:
+            started = time.monotonic()
+            dom.destroy()
+            destroyed = time.monotonic() - started
+            message = {}
+            while message.get("payload", {}).get("status") != "down":  # powering_down may come first
+                message = listener.receive(timeout=10)
+            delay = time.monotonic() - started
     finally:
         conn.close()
     assert message["type"] == "vm.status" and message["payload"]["status"] == "down"
