@@ -116,37 +116,29 @@ class Subscriber(threading.Thread):
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        from channels.layers import get_channel_layer
-        from channels_redis.core import RedisChannelLayer
-        from django.conf import settings
+        from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 
-        config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
-        layers = [get_channel_layer()] + [RedisChannelLayer(**config) for _ in range(self.count - 1)]
+        layers = [channel_layers.make_backend(DEFAULT_CHANNEL_LAYER) for _ in range(self.count)]
         groups = [f"host.{host_id}" for host_id in self.host_ids]
-        # Members left by an earlier run that was killed would still be sent every message
-        # (the layer keeps group members for a day): these groups start empty.
-        await layers[0].connection(0).delete(*[f"{layers[0].prefix}:group:{group}" for group in groups])
         members = []
         for i, layer in enumerate(layers):
             channel = await layer.new_channel()
             mine = groups[i :: len(layers)]
             for group in mine:
                 await layer.group_add(group, channel)
-            members.append((layer, channel, mine))
+            members.append((layer, channel))
         self.ready.set()
-        try:
-            await asyncio.gather(*(self._receive(layer, channel) for layer, channel, _ in members))
-        finally:
-            for layer, channel, mine in members:
-                for group in mine:
-                    await layer.group_discard(group, channel)
+        receivers = [asyncio.ensure_future(self._receive(layer, channel)) for layer, channel in members]
+        # No timeout on a receive: a cancelled one leaves its channel (the publish/subscribe
+        # layer unsubscribes it). Stopping cancels them all.
+        await asyncio.to_thread(self.stopping.wait)
+        for receiver in receivers:
+            receiver.cancel()
+        await asyncio.gather(*receivers, return_exceptions=True)
 
     async def _receive(self, layer, channel) -> None:
-        while not self.stopping.is_set():
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), 1.0)
-            except TimeoutError:
-                continue
+        while True:
+            message = await layer.receive(channel)
             now = time.time()
             if message.get("type") != "host.stats":
                 continue
