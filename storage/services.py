@@ -381,6 +381,7 @@ def remove_disk(disk: Disk, *, user) -> Job | None:
     overlays = disk.overlays.count()
     if overlays:
         raise ConflictError(f"Disk {disk.alias} is the base of {overlays} disk(s) (VMs made from its template).")
+    _check_not_being_cloned(disk)
     sd = locked(disk.storage_domain)
     release_space(sd, disk.provisioned_size, disk.allocation)
     job = create_job(
@@ -451,6 +452,25 @@ def register_disk(
         obj=disk,
     )
     return disk
+
+
+def _check_not_being_cloned(disk: Disk) -> None:
+    """A template's disk is read while VMs are made from the template with cloned disks: such
+    a VM keeps the template and stays image_locked until its copies are made."""
+    if disk.template_id is None:
+        return
+    from compute.models import VirtualMachine
+
+    making = sorted(
+        VirtualMachine.objects.filter(template_id=disk.template_id, status=VmStatus.IMAGE_LOCKED).values_list(
+            "name", flat=True
+        )
+    )
+    if making:
+        raise ConflictError(
+            f"Disk {disk.alias} of template {disk.template} is being copied for VM(s) {', '.join(making)}; "
+            "try again when they are created."
+        )
 
 
 def _check_not_locked(disk: Disk) -> None:

@@ -492,6 +492,23 @@ def test_remove_template_disk_with_overlays_is_refused(sd):
         services.remove_disk(base, user=None)
 
 
+def test_remove_template_disk_refused_while_a_vm_is_cloned_from_it(cluster, sd):
+    from compute.models import Template
+
+    template = Template.objects.create(name="tpl")
+    base = make_disk(sd, template=template, alias="base")
+    vm = make_vm(cluster=cluster, name="copying", status="image_locked", template=template)
+
+    with pytest.raises(ConflictError, match="being copied for VM\\(s\\) copying"):
+        services.remove_disk(base, user=None)
+    assert Disk.objects.filter(pk=base.pk).exists()
+
+    vm.status = "down"  # the copies are made
+    vm.save(update_fields=["status"])
+    services.remove_disk(base, user=None)
+    assert not Disk.objects.filter(pk=base.pk).exists()
+
+
 def test_remove_disk_refused_while_locked(sd):
     disk = make_disk(sd, status="locked")
 
