@@ -328,3 +328,67 @@ def test_the_libvirt_driver_reports_none_refuses_cancel_and_fails_an_unsupported
         "failed",
         "argument unsupported: p2p migration is not supported by the source host",
     )
+
+
+def test_a_destination_that_does_not_answer_leaves_the_sources_figures(tmp_path, monkeypatch):
+    """The migration is over when the destination is asked for its completed job: a
+    destination cut off right then must not hold the record (libvirt.open has no timeout)."""
+    import threading
+
+    from hostagent.agent.config import config_from_dict
+    from hostagent.agent.drivers import libvirt_driver
+    from hostagent.agent.drivers.migration import MigrationRecord
+
+    driver = libvirt_driver.LibvirtDriver(
+        config_from_dict({"driver": "libvirt", "libvirt_uri": "test:///default", "storage_roots": [str(tmp_path)]})
+    )
+    cut_off = threading.Event()
+
+    def open_that_hangs(uri):
+        cut_off.wait(30)
+        raise libvirt_driver.libvirt.libvirtError(f"unable to connect to {uri}")
+
+    monkeypatch.setattr(libvirt_driver, "COMPLETED_JOB_TIMEOUT", 0.3, raising=False)
+    monkeypatch.setattr(libvirt_driver.libvirt, "open", open_that_hangs)
+    record = MigrationRecord(str(uuid.uuid4()), "qemu+tls://10.0.0.9/system", "minimal_downtime")
+    record.stats = {"downtime": 55, "time_elapsed": 900, "data_total": 1000}
+    try:
+        started = time.monotonic()
+        driver._read_completed_job(record)
+        waited = time.monotonic() - started
+    finally:
+        cut_off.set()
+        driver.close()
+
+    assert waited < 5
+    assert (record.downtime_ms, record.job_time_ms) == (55, 900)
+
+
+def test_the_destinations_completed_job_gives_the_figures(tmp_path, monkeypatch):
+    from hostagent.agent.config import config_from_dict
+    from hostagent.agent.drivers import libvirt_driver
+    from hostagent.agent.drivers.migration import MigrationRecord
+
+    class Destination:
+        def lookupByUUIDString(self, vm_id):
+            return self
+
+        def jobStats(self, flags):
+            return {"downtime": 12, "time_elapsed": 640, "data_total": 2048, "data_remaining": 0}
+
+        def close(self):
+            pass
+
+    driver = libvirt_driver.LibvirtDriver(
+        config_from_dict({"driver": "libvirt", "libvirt_uri": "test:///default", "storage_roots": [str(tmp_path)]})
+    )
+    monkeypatch.setattr(libvirt_driver.libvirt, "open", lambda uri: Destination())
+    record = MigrationRecord(str(uuid.uuid4()), "qemu+tls://10.0.0.9/system", "minimal_downtime")
+    record.stats = {"downtime": 55, "time_elapsed": 900, "data_total": 1000}
+    try:
+        driver._read_completed_job(record)
+    finally:
+        driver.close()
+
+    assert (record.downtime_ms, record.job_time_ms) == (12, 640)
+    assert (record.stats["data_total"], record.stats["data_remaining"]) == (2048, 0)

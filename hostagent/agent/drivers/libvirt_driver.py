@@ -35,6 +35,8 @@ from ..images import ImageStore
 from . import ConsoleStream, Driver, check_balloon, check_disk_paths
 from .migration import POLL_INTERVAL, MigrationBook, MigrationPlan, MigrationRecord, none_status
 
+COMPLETED_JOB_TIMEOUT = 10.0  # s to read a finished migration's figures from its destination
+
 log = logging.getLogger("hostagent.libvirt")
 
 LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -864,23 +866,27 @@ class LibvirtDriver(Driver):
     def _read_completed_job(self, record: MigrationRecord) -> None:
         """The downtime and job time of a finished migration. The source's domain is gone
         (UNDEFINE_SOURCE), so its completed job stats are too: ask the destination's libvirtd
-        for the incoming job's completed stats; fall back to the source's last reading."""
+        for the incoming job's completed stats; fall back to the source's last reading. The
+        ask has its own thread and COMPLETED_JOB_TIMEOUT: connecting to a destination cut off
+        right after the switch-over has no timeout, and the migration is over either way."""
         last = record.stats
         record.downtime_ms = last.get("downtime")
         record.job_time_ms = last.get("time_elapsed")
-        try:
-            conn = libvirt.open(record.destination)
-        except libvirt.libvirtError as exc:
-            log.info("VM %s: cannot read the completed job at %s: %s", record.vm_id, record.destination, exc)
+        found: dict = {}
+        reader = threading.Thread(
+            target=self._destination_job, args=(record, found), name=f"completed-job-{record.vm_id}", daemon=True
+        )
+        reader.start()
+        reader.join(COMPLETED_JOB_TIMEOUT)
+        if reader.is_alive():
+            log.warning(
+                "VM %s: %s did not answer for its completed job within %g s; the source's figures stand",
+                record.vm_id,
+                record.destination,
+                COMPLETED_JOB_TIMEOUT,
+            )
             return
-        try:
-            done = conn.lookupByUUIDString(record.vm_id).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        except libvirt.libvirtError as exc:
-            log.info("VM %s: no completed job at %s: %s", record.vm_id, record.destination, exc)
-            return
-        finally:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+        done = found.get("done") or {}
         if done.get("downtime") is not None:
             record.downtime_ms = done["downtime"]
         if done.get("time_elapsed") is not None:
@@ -888,6 +894,21 @@ class LibvirtDriver(Driver):
         for key in ("data_total", "data_processed", "data_remaining", "memory_bps", "memory_iteration"):
             if key in done:
                 record.stats = {**record.stats, key: done[key]}
+
+    @staticmethod
+    def _destination_job(record: MigrationRecord, found: dict) -> None:
+        try:
+            conn = libvirt.open(record.destination)
+        except libvirt.libvirtError as exc:
+            log.info("VM %s: cannot read the completed job at %s: %s", record.vm_id, record.destination, exc)
+            return
+        try:
+            found["done"] = conn.lookupByUUIDString(record.vm_id).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError as exc:
+            log.info("VM %s: no completed job at %s: %s", record.vm_id, record.destination, exc)
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
 
     def migration_status(self, vm_id: str) -> dict:
         record = self._migrations.get(vm_id)
