@@ -70,6 +70,35 @@ def test_a_consumer_over_capacity_keeps_the_newest(settings):
     assert later == "later"
 
 
+def test_a_consumer_hears_its_groups_again_after_redis_drops_its_connection(settings):
+    """A Redis restart (or a dropped connection) must not leave a daphne process deaf: the
+    layer reconnects and subscribes again to every channel and group it had."""
+    import redis
+
+    layer = PubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    sender = PubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    admin = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def scenario():
+        channel = await layer.new_channel()
+        await layer.group_add("pub.reconnect", channel)
+        subscriber = layer._get_layer()._get_shard(channel)._pubsub.connection
+        port = subscriber._writer.get_extra_info("sockname")[1]
+        killed = admin.client_kill_filter(_type="pubsub", addr=f"127.0.0.1:{port}")
+        deadline = asyncio.get_running_loop().time() + 15
+        queue = layer._get_layer().channels[channel]  # read directly: a cancelled receive unsubscribes
+        while True:  # published until the layer is back (what was sent meanwhile is lost)
+            await sender.group_send("pub.reconnect", {"type": "test.message"})
+            try:
+                return killed, await asyncio.wait_for(queue.get(), 0.5)
+            except TimeoutError:
+                assert asyncio.get_running_loop().time() < deadline, "no message after the reconnect"
+
+    killed, message = asyncio.run(scenario())
+    assert killed == 1
+    assert layer.deserialize(message)["type"] == "test.message"
+
+
 def test_the_hot_cache_is_written_from_the_publisher():
     publish.cache_now(
         [STATS_KEY.format(kind="vm", id="x1"), STATS_KEY.format(kind="vm", id="x2")], [b'{"a":1}', b'{"a":2}'], 60
