@@ -1060,6 +1060,7 @@ class VmDetailView(PermissionsTabMixin, ObjectDetailView):
         Tab("disks", "Disks"),
         Tab("nics", "Network Interfaces"),
         Tab("snapshots", "Snapshots"),
+        Tab("affinity", "Affinity Groups"),
         Tab("permissions", "Permissions"),
         Tab("events", "Events"),
     )
@@ -1105,6 +1106,13 @@ class VmDetailView(PermissionsTabMixin, ObjectDetailView):
 
     def tab_snapshots(self, obj):
         return self.paged(tables.SnapshotTable(Snapshot.objects.filter(vm=obj)))
+
+    def tab_affinity(self, obj):
+        """The groups the VM is in (they belong to its cluster, where they are added)."""
+        context = self.paged(tables.AffinityGroupTable(affinity_group_queryset().filter(vms=obj)))
+        context["add_url"] = reverse("portals:cluster-affinity-group-add", args=[obj.cluster_id])
+        context["add_label"] = "New affinity group in the VM's cluster"
+        return context
 
 
 class VmEditView(ObjectEditView):

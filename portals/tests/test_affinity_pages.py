@@ -261,3 +261,19 @@ def test_crawl_from_the_tab_finds_no_broken_page(user_client, seeded):
     assert {add_url(cluster), edit_url(AffinityGroup.objects.get()), remove_url(AffinityGroup.objects.get())} <= set(
         seen
     )
+
+
+def test_the_vm_page_lists_the_groups_the_vm_is_in(user_client):
+    cluster = make_cluster()
+    vm, other = make_vm(cluster, name="web-1"), make_vm(cluster, name="db-1")
+    group = make_group(cluster, name="web", vms=[vm, other], vm_rule="negative")
+    make_group(cluster, name="db-only", vms=[other])
+
+    response = user_client.get(f"{vm.get_absolute_url()}?tab=affinity")
+
+    assert response.status_code == 200
+    assert [row.name for row in response.context["table"].page.object_list.data] == ["web"]
+    body = response.content.decode()
+    assert f'<a href="{other.get_absolute_url()}">db-1</a>' in body
+    assert f'href="{edit_url(group)}"' in body
+    assert f'href="{add_url(cluster)}"' in body
