@@ -36,7 +36,6 @@ from olvm_site.channel_layer import PubSubChannelLayer
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-CONCURRENT_GROUPS = 32  # groups sent to at once (each may take a Redis connection of the pool)
 
 
 # SET every KEYS[i] to ARGV[i] with the TTL of the last ARGV (the hot cache's samples).
@@ -152,21 +151,12 @@ class _Publisher:
 
     @staticmethod
     async def _group_send_each(layer, batch: list[tuple[str, dict]]) -> None:
-        """Any other channel layer: group_send in order within each group, groups side by side."""
-        by_group: dict[str, list[dict]] = {}
+        """Another channel layer (settings may name one): its group_send, in order."""
         for group, message in batch:
-            by_group.setdefault(group, []).append(message)
-        slots = asyncio.Semaphore(CONCURRENT_GROUPS)
-
-        async def send(group: str, messages: list[dict]) -> None:
-            async with slots:
-                for message in messages:
-                    try:
-                        await layer.group_send(group, message)
-                    except Exception as exc:  # the channel layer is best effort; the database holds the truth
-                        logger.warning("could not publish %s to %s: %s", message.get("type"), group, exc)
-
-        await asyncio.gather(*(send(group, messages) for group, messages in by_group.items()))
+            try:
+                await layer.group_send(group, message)
+            except Exception as exc:  # the channel layer is best effort; the database holds the truth
+                logger.warning("could not publish %s to %s: %s", message.get("type"), group, exc)
 
 
 _publisher: _Publisher | None = None

@@ -209,7 +209,7 @@ OLVM_DEPLOY_SSH_USER = os.environ.get("OLVM_DEPLOY_SSH_USER", "root")
 OLVM_ENGINE_ADDRESS = os.environ.get("OLVM_ENGINE_ADDRESS", "")
 
 # The hot cache: the newest stats sample of every host and VM, JSON under olvm:stats:* (written
-# by inventory/ingest.py with its own client, one round trip per host report).
+# by the publisher thread of inventory/publish.py, one script call per batch of host reports).
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -220,6 +220,8 @@ class RowLink:
 class VmRowActionsColumn(tables.Column):
     """The action links at the end of a row of a VM's tab; the row's `vm_id` and `pk` fill them."""
 
+    owner_field = "vm_id"  # the row's field naming the object whose tab the row is on
+
     def __init__(self, links: tuple[RowLink, ...], **kwargs):
         kwargs.setdefault("empty_values", ())
         kwargs.setdefault("orderable", False)
@@ -232,7 +234,7 @@ class VmRowActionsColumn(tables.Column):
         rows = (
             (
                 " text-danger" if link.danger else "",
-                vm_row_url(link.url_name, record.vm_id, record.pk, *link.args),
+                vm_row_url(link.url_name, getattr(record, self.owner_field), record.pk, *link.args),
                 link.icon,
                 link.label,
             )
@@ -714,19 +716,7 @@ class PermissionTable(PortalTable):
 class ClusterRowActionsColumn(VmRowActionsColumn):
     """The action links of a row of a cluster's tab; the row's `cluster_id` and `pk` fill them."""
 
-    def render(self, record):
-        rows = (
-            (
-                " text-danger" if link.danger else "",
-                vm_row_url(link.url_name, record.cluster_id, record.pk, *link.args),
-                link.icon,
-                link.label,
-            )
-            for link in self.links
-        )
-        return format_html_join(
-            " ", '<a class="btn btn-link btn-sm py-0 px-1{}" href="{}"><i class="bi bi-{}"></i> {}</a>', rows
-        )
+    owner_field = "cluster_id"
 
 
 def _rule_html(rule: str, label: str, enforcing: bool):
